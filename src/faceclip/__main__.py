@@ -1,0 +1,5 @@
+import sys
+
+from faceclip.cli import main
+
+sys.exit(main())

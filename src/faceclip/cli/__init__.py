@@ -1,0 +1,55 @@
+"""The ``faceclip`` command line: a thin shell over the public API.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; those modules import
+heavy dependencies (torch, diffusers, gradio) only inside their ``run`` functions, so ``faceclip --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> module under faceclip.cli; the order is the order shown by --help.
+COMMANDS = {
+    "convert": "convert",
+    "align": "align",
+    "generate": "generate",
+    "prepare": "prepare",
+    "train": "train",
+    "eval": "evaluate",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faceclip",
+        description="FaceCLIP: identity-preserving image generation from one face photo and a prompt.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMANDS.values():
+        module = importlib.import_module(f"faceclip.cli.{module_name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Finding weights: a local file or folder, or a Hugging Face hub repo (through the HF cache).
+
+Every loader in the package goes through :func:`resolve_file`, so a missing file always produces the same
+kind of error: what is missing, where we looked, and how to get it. Nothing falls back to random weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+NONCOMMERCIAL_NOTICE = (
+    "The released FaceCLIP weights (ByteDance/FaceCLIP) are licensed CC-BY-NC-4.0: non-commercial use only."
+)
+"""Shown wherever the package downloads or loads the released FaceCLIP weights."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Raised when model weights cannot be found locally or in the Hugging Face cache."""
+
+
+def is_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` asks for the cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_file(
+    source: str | os.PathLike,
+    filename: str,
+    *,
+    what: str,
+    revision: str | None = None,
+    hint: str | None = None,
+) -> Path:
+    """Return a local path to ``filename`` inside ``source``.
+
+    Args:
+        source: a local folder, or a hub repo id such as ``"ByteDance/FaceCLIP"``.
+        filename: path of the file inside the folder or repo, e.g. ``"model/face_clip_encoder.pt"``.
+        what: a few words naming the file for error messages, e.g. ``"the FaceCLIP encoder weights"``.
+        revision: hub revision (branch, tag or commit).
+        hint: an extra sentence on how to obtain the file.
+
+    Raises:
+        WeightsNotFoundError: the file is neither on disk nor obtainable from the hub (offline, not cached,
+            no network, unknown repo).
+    """
+    local = Path(source).expanduser()
+    if local.is_dir():
+        path = local / filename
+        if path.is_file():
+            return path
+        raise WeightsNotFoundError(_message(what, f"{path} (no such file in the local folder)", source, filename, hint))
+    if local.suffix and local.exists():
+        return local
+    if _looks_like_local_path(str(source)):
+        raise WeightsNotFoundError(_message(what, f"{local} (no such file or folder)", source, filename, hint))
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(str(source), filename, revision=revision, local_files_only=is_offline()))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+        where = f"the Hugging Face cache and hub repo '{source}'" + (" (HF_HUB_OFFLINE is set)" if is_offline() else "")
+        raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
+
+
+def _looks_like_local_path(source: str) -> bool:
+    # Hub ids look like "owner/name"; anything else that is not on disk is a local path that is missing.
+    return source.startswith((".", "/", "~")) or source.count("/") != 1
+
+
+def _message(
+    what: str, where: str, source: str | os.PathLike, filename: str, hint: str | None, cause: Exception | None = None
+) -> str:
+    lines = [
+        f"Could not find {what}: '{filename}'.",
+        f"Looked in: {where}.",
+        "To fix this, either download it while online, e.g.",
+        f"    put '{filename}' inside {source}"
+        if Path(source).exists()
+        else f"    hf download {source} {filename}",
+        "or pass a local folder that contains it (e.g. --model PATH).",
+    ]
+    if hint:
+        lines.append(hint)
+    if cause is not None:
+        lines.append(f"(underlying error: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
+    return "\n".join(lines)
