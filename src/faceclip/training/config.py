@@ -1,0 +1,275 @@
+"""Typed training settings: dataclasses loaded from YAML, overridable from the command line, saved beside
+every checkpoint.
+
+A config file is a YAML mapping whose top-level keys are the fields of :class:`Stage1Config` or
+:class:`Stage2Config` (``run``, ``data``, ``optim``, ``model``, ...). Unknown keys are errors, so a typo never
+silently falls back to a default. Overrides use dotted paths: ``--set optim.lr=3e-4 loss.kind=softmax``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunConfig:
+    """How the run is driven: length, precision, logging and checkpoints."""
+
+    output_dir: str = "outputs/train"
+    max_steps: int = 1000
+    seed: int = 0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (Accelerate's names)
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    tensorboard: bool = False
+    max_nonfinite_steps: int = 5  # stop after this many non-finite losses in a row
+    progress_bar: bool = True
+    find_unused_parameters: bool = True  # DDP: frozen or dead branches leave some parameters without grads
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are batched (``batch_size`` is per process)."""
+
+    source: str = "synthetic"  # "synthetic", a folder of WebDataset shards, or a folder with a JSONL manifest
+    batch_size: int = 8
+    num_workers: int = 0
+    image_size: int = 64  # training image side (stage 2 resolution; the stage-1 image target's input)
+    face_size: int = 448  # aligned reference face side
+    different_reference_photo: bool = True  # use another photo of the same identity as reference when known
+    synthetic_samples: int = 512
+    synthetic_identities: int = 16
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    scheduler: str = "constant"  # "constant" | "linear" | "cosine"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0  # <= 0 disables clipping
+    use_8bit_adam: bool = False  # bitsandbytes AdamW8bit
+
+
+@dataclass
+class LossConfig:
+    """The stage-1 alignment loss (see ``faceclip.training.losses``)."""
+
+    kind: str = "sigmoid"  # "sigmoid" (SigLIP, uses the branch's logit_scale/logit_bias) | "softmax" (CLIP)
+    face_weight: float = 1.0
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    mask_same_identity: bool = True  # same-identity pairs are not used as negatives when labels are known
+
+
+@dataclass
+class HeadConfig:
+    """Projection heads on the fused tokens Z (B, 77, D): flatten, then one linear layer."""
+
+    face_dim: int = 512
+    normalize: bool = True
+
+
+@dataclass
+class TargetConfig:
+    """Where the frozen alignment targets come from.
+
+    ``image_l``/``image_g`` name the CLIP vision tower of each branch: ``"precomputed"`` (read from the data;
+    no tower in memory), ``"tiny-random"`` (a small seeded CLIP vision tower, for smoke runs only), or a
+    transformers ``CLIPVisionModelWithProjection`` hub id or folder. It should be the vision half of the CLIP
+    whose text tower the branch uses, so that text and image targets share one space.
+    """
+
+    image_l: str = "openai/clip-vit-large-patch14"
+    image_g: str = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
+    seed: int = 0
+
+
+@dataclass
+class Stage1ModelConfig:
+    """The joint encoder being aligned, and which of its branches train."""
+
+    encoder: str = "faceclip-sdxl"  # a packaged config name (random init), a local folder or a hub id
+    encoder_seed: int = 0
+    branches: list[str] = field(default_factory=lambda: ["l", "g"])
+    init_text_towers_from: str | None = None  # e.g. "stabilityai/stable-diffusion-xl-base-1.0"
+    heads: HeadConfig = field(default_factory=HeadConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 16.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
+class Stage2ModelConfig:
+    """SDXL components and how the UNet is fine-tuned on FaceCLIP conditioning."""
+
+    components: str = (
+        "stabilityai/stable-diffusion-xl-base-1.0"  # "tiny" (seeded tiny parts) | hub id | folder
+    )
+    encoder: str = "ByteDance/FaceCLIP"  # FaceCLIP encoder: folder / hub id ("tiny" with tiny components)
+    seed: int = 0
+    train_encoder: bool = False
+    condition_dropout: float = 0.1  # black face, no-face flag and empty prompt together
+    min_snr_gamma: float | None = None  # e.g. 5.0; None = plain MSE
+    gradient_checkpointing: bool = True
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class Stage1Config:
+    """Stage 1: multi-modal alignment of the joint encoder."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: Stage1ModelConfig = field(default_factory=Stage1ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class Stage2Config:
+    """Stage 2: fine-tuning the SDXL UNet on FaceCLIP conditioning."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
+
+
+STAGES: dict[str, type] = {"stage1": Stage1Config, "stage2": Stage2Config}
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclasses."""
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a nested mapping, checking names and types.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type (the message names the dotted key).
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}."
+        )
+    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(options[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}.")
+        return from_dict(tp, value, where=f"{key}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}; e.g. [l, g].")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, key) for v in value]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r} ({type(value).__name__}).")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain nested dicts (for YAML and JSON)."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``"a.b.c=value"`` overrides to a nested dict (values parsed as YAML: ``1e-4``, ``[l]``, ``null``)."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set: '{item}' is not KEY=VALUE; e.g. --set optim.lr=3e-4.")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set: '{key}' goes through a non-mapping value.")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(stage: str, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Load a stage's config from YAML (or the defaults when ``path`` is None), then apply overrides.
+
+    Args:
+        stage: ``"stage1"`` or ``"stage2"``.
+        path: a YAML file; its top level may also carry ``stage: stage1`` (checked against ``stage``).
+        overrides: ``["optim.lr=3e-4", ...]``.
+    """
+    import yaml
+
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {sorted(STAGES)}, got '{stage}'.")
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"--config: '{path}' does not exist; see src/faceclip/training/configs/ for examples."
+            )
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config: '{path}' must hold a YAML mapping, got {type(data).__name__}.")
+    declared = data.pop("stage", stage)
+    if declared != stage:
+        raise ConfigError(f"--config: '{path}' is a {declared} config, but '{stage}' was asked for.")
+    data = apply_overrides(data, overrides or [])
+    return from_dict(STAGES[stage], data)
+
+
+def save_config(config: Any, path: str | Path, stage: str) -> None:
+    """Write the config as YAML (atomically), with its stage, so it can be loaded back with ``load_config``."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump({"stage": stage, **to_dict(config)}, sort_keys=False))
+    tmp.replace(path)
