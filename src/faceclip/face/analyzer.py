@@ -1,0 +1,258 @@
+"""The face policy: which face of a photo to use, how to align it robustly, and its identity vector.
+
+:class:`FaceAnalyzer` turns any photo into an aligned crop and an identity vector:
+
+1. detect at up to ``max_side`` pixels; if nothing is found, retry once on a 2x upscaled copy (small faces);
+2. keep confident faces, largest first; take the first, or the one ``face_index`` picks;
+3. align onto the ArcFace template, then refine: warp a loose crop, re-detect there and re-estimate the
+   landmarks (a single pass on a strongly rotated face misplaces the crop by ~10% with small detectors).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from faceclip.face.alignment import align_face, estimate_alignment, invert_transform, transform_points, warp
+from faceclip.face.detection import FaceDetector, create_detector
+from faceclip.face.image_io import ImageSource, load_image
+from faceclip.face.recognition import RECOGNIZER_INPUT_SIZE, FaceRecognizer, create_recognizer
+from faceclip.face.types import AlignedFace, DetectedFace
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "opencv", "insightface")
+
+# Refinement works on a canvas twice the template crop, so the face sits in its middle with context around it.
+_REFINE_TEMPLATE_SIZE = 160
+_REFINE_CANVAS_SIZE = 2 * _REFINE_TEMPLATE_SIZE
+
+
+class NoFaceFoundError(ValueError):
+    """No usable face in an image; the message names the image and suggests what to try."""
+
+
+class FaceAnalyzer:
+    """Detect, align and embed faces in ordinary photos.
+
+    Args:
+        backend: ``"opencv"`` (YuNet + SFace bundled with the install, offline), ``"insightface"`` (needs the
+            ``insightface`` package and its model pack), or ``"auto"`` (insightface when both are present,
+            otherwise opencv).
+        min_score: detections below this confidence are ignored.
+        max_side: photos are detected at most this many pixels on their longer side.
+        upscale_retry: when nothing is found, retry once on a 2x upscaled copy (small faces).
+        refine_steps: re-detection passes on the aligned crop (0 disables refinement).
+        model_dir: folder with the OpenCV Zoo ONNX files (default: bundled ones; opencv backend only).
+        insightface_model: insightface model pack name (``"buffalo_l"`` or ``"antelopev2"``).
+        insightface_root: insightface model root (default ``~/.insightface``).
+
+    Models are loaded on first use, so constructing an analyzer is cheap.
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        min_score: float = 0.6,
+        max_side: int = 1280,
+        upscale_retry: bool = True,
+        refine_steps: int = 2,
+        model_dir: str | os.PathLike | None = None,
+        insightface_model: str = "buffalo_l",
+        insightface_root: str | os.PathLike | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"FaceAnalyzer: unknown `backend` {backend!r}; choose one of {', '.join(BACKENDS)}."
+            )
+        if backend == "auto":
+            backend = (
+                "insightface" if insightface_available(insightface_model, insightface_root) else "opencv"
+            )
+        self.backend = backend
+        self.min_score = min_score
+        self.max_side = max_side
+        self.upscale_retry = upscale_retry
+        self.refine_steps = refine_steps
+        if backend == "opencv":
+            self._backend_kwargs: dict = {"model_dir": model_dir}
+        else:
+            self._backend_kwargs = {"model_name": insightface_model, "root": insightface_root}
+        self._detector: FaceDetector | None = None
+        self._recognizer: FaceRecognizer | None = None
+
+    @property
+    def detector(self) -> FaceDetector:
+        """The detector (loaded on first use)."""
+        if self._detector is None:
+            self._detector = create_detector(self.backend, **self._backend_kwargs)
+        return self._detector
+
+    @property
+    def recognizer(self) -> FaceRecognizer:
+        """The recogniser (loaded on first use)."""
+        if self._recognizer is None:
+            self._recognizer = create_recognizer(self.backend, **self._backend_kwargs)
+        return self._recognizer
+
+    @property
+    def recognizer_name(self) -> str:
+        """Name of the identity model, for reports (e.g. ``"opencv-sface"``)."""
+        return f"{self.backend}-{self.recognizer.name}"
+
+    def detect(self, image: ImageSource) -> list[DetectedFace]:
+        """Find the confident faces of ``image``, largest first.
+
+        Args:
+            image: a path, PIL image or numpy array (see :func:`~faceclip.face.load_image`).
+
+        Returns:
+            Faces with boxes and landmarks in source-image pixels; empty when there are none.
+        """
+        image = load_image(image)
+        scale = min(1.0, self.max_side / max(image.size))
+        faces = self._detect_scaled(image, scale)
+        if not faces and self.upscale_retry:
+            logger.debug("no face at scale %.2f; retrying at %.2f", scale, 2 * scale)
+            faces = self._detect_scaled(image, 2 * scale)
+        return sorted(faces, key=lambda face: face.area, reverse=True)
+
+    def align(self, image: ImageSource, size: int = 448, face_index: int | None = None) -> AlignedFace:
+        """Detect a face in ``image`` and warp it onto the ArcFace template.
+
+        Args:
+            image: a path, PIL image or numpy array.
+            size: side of the square crop in pixels (448: FaceCLIP's crops; 112: recognisers).
+            face_index: which face, in :meth:`detect` order (largest first); ``None`` takes the largest.
+
+        Returns:
+            An :class:`AlignedFace` whose ``face`` holds the refined landmarks in source pixels.
+
+        Raises:
+            NoFaceFoundError: no confident face, or ``face_index`` beyond the faces found.
+        """
+        name = describe_source(image)
+        image = load_image(image)
+        faces = self.detect(image)
+        face = self._pick(faces, face_index, name)
+        face = self.refine(image, face)
+        crop, matrix = align_face(image, face.landmarks, size)
+        return AlignedFace(image=crop, face=face, transform=matrix)
+
+    def embed(self, image: ImageSource | AlignedFace, face_index: int | None = None) -> np.ndarray:
+        """Identity vector of a face.
+
+        Args:
+            image: an :class:`AlignedFace` (used as is), or a photo (path, PIL image or array) to detect and
+                align first.
+            face_index: which face of a photo, as in :meth:`align`.
+
+        Returns:
+            (d,) float32 L2-normalised vector (d = 128 for opencv's SFace, 512 for insightface's ArcFace).
+        """
+        if isinstance(image, AlignedFace):
+            crop = image.image
+            if crop.size != (RECOGNIZER_INPUT_SIZE, RECOGNIZER_INPUT_SIZE):
+                side = RECOGNIZER_INPUT_SIZE
+                crop = Image.fromarray(
+                    cv2.resize(np.asarray(crop), (side, side), interpolation=cv2.INTER_AREA)
+                )
+        else:
+            crop = self.align(image, size=RECOGNIZER_INPUT_SIZE, face_index=face_index).image
+        return self.recognizer(crop)
+
+    def refine(self, image: Image.Image, face: DetectedFace) -> DetectedFace:
+        """Re-estimate ``face``'s landmarks by re-detecting it on a loosely aligned crop.
+
+        Each step warps the face upright into a canvas, detects there (where the detector is most accurate),
+        and maps the landmarks back to source pixels. Stops early once they move less than 1% of the eye
+        distance; keeps the previous estimate if the face is not found again.
+        """
+        landmarks = face.landmarks.astype(np.float64)
+        for step in range(self.refine_steps):
+            matrix = estimate_alignment(landmarks, _REFINE_TEMPLATE_SIZE)
+            matrix[:, 2] += _REFINE_TEMPLATE_SIZE / 2  # centre the template in the larger canvas
+            canvas = Image.fromarray(warp(image, matrix, _REFINE_CANVAS_SIZE))
+            found = _central_face(self.detector(canvas), _REFINE_CANVAS_SIZE)
+            if found is None:
+                logger.debug("refinement step %d lost the face; keeping the previous landmarks", step)
+                break
+            updated = transform_points(invert_transform(matrix), found.landmarks)
+            moved = np.abs(updated - landmarks).max() / max(np.linalg.norm(landmarks[1] - landmarks[0]), 1e-6)
+            landmarks = updated
+            if moved < 0.01:
+                break
+        return DetectedFace(box=face.box, score=face.score, landmarks=landmarks.astype(np.float32))
+
+    def _detect_scaled(self, image: Image.Image, scale: float) -> list[DetectedFace]:
+        if scale != 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+            image = image.resize(size, resample)
+        faces = []
+        for face in self.detector(image):
+            if face.score < self.min_score:
+                continue
+            faces.append(
+                DetectedFace(
+                    box=(face.box / scale).astype(np.float32),
+                    score=face.score,
+                    landmarks=(face.landmarks / scale).astype(np.float32),
+                )
+            )
+        return faces
+
+    def _pick(self, faces: list[DetectedFace], face_index: int | None, name: str) -> DetectedFace:
+        if not faces:
+            raise NoFaceFoundError(
+                f"No face found in {name} (confidence >= {self.min_score}, also tried a 2x upscaled copy). "
+                "Use a photo where the face is visible, roughly frontal, well lit and at least ~40 pixels "
+                "wide, or crop the photo closer to the face."
+            )
+        index = 0 if face_index is None else face_index
+        if not -len(faces) <= index < len(faces):
+            raise NoFaceFoundError(
+                f"`face_index`={face_index} but only {len(faces)} face(s) were found in {name}: "
+                f"use a value from 0 to {len(faces) - 1} (faces are ordered largest first)."
+            )
+        return faces[index]
+
+
+def _central_face(faces: list[DetectedFace], canvas: int) -> DetectedFace | None:
+    """The detection whose box centre is nearest the canvas centre, if it lies in the middle half."""
+    centre = canvas / 2
+    best, best_distance = None, canvas / 4
+    for face in faces:
+        distance = np.hypot(
+            (face.box[0] + face.box[2]) / 2 - centre, (face.box[1] + face.box[3]) / 2 - centre
+        )
+        if distance < best_distance:
+            best, best_distance = face, distance
+    return best
+
+
+def describe_source(source: object) -> str:
+    """How an image is named in messages: its quoted path, or what kind of object it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{Path(source)}'"
+    filename = getattr(source, "filename", "")
+    if isinstance(source, Image.Image) and filename:
+        return f"'{filename}'"
+    if isinstance(source, np.ndarray):
+        return f"the given {source.shape} array"
+    return f"the given {type(source).__name__}"
+
+
+def insightface_available(model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> bool:
+    """True when the ``insightface`` package and its model pack ``model_name`` are both installed."""
+    if importlib.util.find_spec("insightface") is None:
+        return False
+    from faceclip.face.insightface_backend import model_pack_dir
+
+    return model_pack_dir(model_name, root).is_dir()

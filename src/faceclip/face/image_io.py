@@ -1,0 +1,141 @@
+"""Loading any user image (file, PIL image or numpy array) as an 8-bit RGB PIL image.
+
+Every path into the package that accepts a photo goes through :func:`load_image`, so EXIF orientation, unusual
+modes (RGBA, LA, P, CMYK, 16-bit, greyscale) and hostile files (missing, corrupt, truncated, decompression bombs)
+are handled once, with errors that name the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Pillow's default limit (about 89.5 megapixels, e.g. 9458 x 9458): larger images are refused, not decoded.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read; the message names the source and says what to do."""
+
+
+def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load ``source`` as an RGB PIL image with EXIF orientation applied.
+
+    Args:
+        source: a path to any file Pillow reads, a PIL image, or a numpy array (H, W), (H, W, 1), (H, W, 3) or
+            (H, W, 4) in RGB(A) channel order; uint8, uint16, bool, or float in [0, 1].
+        max_pixels: refuse images with more pixels than this (decompression-bomb guard); ``None`` disables it.
+
+    Returns:
+        A new PIL image in mode ``"RGB"`` (transparency composited onto white, 16-bit scaled to 8-bit).
+
+    Raises:
+        ImageLoadError: the file is missing, not an image, truncated or too large, or the array has an
+            unsupported shape or dtype.
+    """
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, max_pixels, "the PIL image")
+        return to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, np.ndarray):
+        _check_pixels(source.shape[1::-1], max_pixels, "the numpy array")
+        return array_to_image(source)
+    if isinstance(source, (str, os.PathLike)):
+        return _load_file(Path(source), max_pixels)
+    raise ImageLoadError(
+        f"load_image: `source` must be a path, a PIL.Image.Image or a numpy array, got {type(source).__name__}."
+    )
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageLoadError(
+            f"{name} is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels} "
+            "(a guard against decompression bombs). Downscale it first, or pass a larger `max_pixels`."
+        )
+
+
+def _load_file(path: Path, max_pixels: int | None) -> Image.Image:
+    if not path.exists():
+        raise ImageLoadError(f"Image file not found: '{path}'. Check the path.")
+    if path.is_dir():
+        raise ImageLoadError(f"'{path}' is a folder, not an image file.")
+    # Pillow only warns between 1x and 2x its own limit; our check below is exact, so silence its heuristics.
+    previous_limit, previous_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(image.size, max_pixels, f"Image file '{path}'")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(
+            f"Cannot read '{path}': not an image format Pillow recognises (is the file corrupt?)."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageLoadError):
+            raise
+        raise ImageLoadError(f"Cannot read '{path}': the file is corrupt or truncated ({error}).") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous_limit, previous_truncated
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB (alpha composited onto white, 16/32-bit rescaled)."""
+    if image.mode == "RGB":
+        return image.copy()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return array_to_image(np.asarray(image))
+    if image.mode == "P" or image.mode == "PA":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """Convert an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) RGB(A) array to an 8-bit RGB PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
+        raise ImageLoadError(
+            f"Unsupported image array shape {tuple(array.shape)}: expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."
+        )
+    array = _to_uint8(array)
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.shape[2] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"))
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageLoadError("The image array contains NaN or infinite values.")
+        return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
+        return (array.astype(np.uint32) // 257).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        # 32-bit integer images (Pillow mode "I") hold 16-bit data in practice.
+        peak = 65535 if array.max(initial=0) > 255 else 255
+        return np.clip(array.astype(np.int64) * 255 // peak, 0, 255).astype(np.uint8)
+    raise ImageLoadError(
+        f"Unsupported image array dtype {array.dtype}: use uint8, uint16, bool, or float in [0, 1]."
+    )

@@ -1,0 +1,80 @@
+"""Optional insightface backend: SCRFD detection and ArcFace recognition from an insightface model pack.
+
+Imported only when asked for; without ``insightface`` installed everything else keeps working. The model packs
+(``buffalo_l``, ``antelopev2``) are non-commercial research releases: check their terms before use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faceclip.face.types import DetectedFace
+
+_INSTALL_HINT = 'pip install "faceclip[insightface]"'
+
+
+def model_pack_dir(model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> Path:
+    """Folder where insightface keeps the pack ``model_name`` (``<root>/models/<model_name>``)."""
+    root = Path(root or os.environ.get("INSIGHTFACE_HOME") or Path.home() / ".insightface").expanduser()
+    return root / "models" / model_name
+
+
+def _face_analysis(model_name: str, root: str | os.PathLike | None):
+    try:
+        from insightface.app import FaceAnalysis
+    except ImportError as error:
+        raise ImportError(
+            f"The insightface face backend needs the `insightface` package: {_INSTALL_HINT}. "
+            "Or use backend='opencv', which works offline with the bundled models."
+        ) from error
+    folder = model_pack_dir(model_name, root)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"insightface model pack {model_name!r} not found at '{folder}'. Download and unpack it there "
+            "(see the insightface model zoo), pass `insightface_root`, or use backend='opencv'."
+        )
+    app = FaceAnalysis(
+        name=model_name, root=str(folder.parent.parent), allowed_modules=["detection", "recognition"]
+    )
+    app.prepare(ctx_id=0, det_size=(640, 640))
+    return app
+
+
+class InsightFaceDetector:
+    """SCRFD detector of an insightface model pack."""
+
+    name = "scrfd"
+
+    def __init__(self, model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> None:
+        self._model = _face_analysis(model_name, root).det_model
+
+    def __call__(self, image: Image.Image) -> list[DetectedFace]:
+        """Detect faces in an RGB PIL image; coordinates in its pixels."""
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        boxes, keypoints = self._model.detect(bgr, max_num=0, metric="default")
+        return [
+            DetectedFace(
+                box=box[:4].astype(np.float32), score=float(box[4]), landmarks=kps.astype(np.float32)
+            )
+            for box, kps in zip(boxes, keypoints)
+        ]
+
+
+class InsightFaceRecognizer:
+    """ArcFace recogniser of an insightface model pack, 512-d."""
+
+    name = "arcface"
+
+    def __init__(self, model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> None:
+        self._model = _face_analysis(model_name, root).models["recognition"]
+
+    def __call__(self, aligned: Image.Image) -> np.ndarray:
+        """(512,) float32 L2-normalised identity vector of a 112 x 112 aligned RGB crop."""
+        from faceclip.face.recognition import _check_crop, l2_normalize
+
+        bgr = np.ascontiguousarray(np.asarray(_check_crop(aligned))[:, :, ::-1])
+        return l2_normalize(self._model.get_feat(bgr).reshape(-1))
