@@ -1,0 +1,248 @@
+"""Self-describing, atomic training checkpoints in safetensors.
+
+A checkpoint is a folder ``OUTPUT/checkpoints/step-000100/`` holding:
+
+- ``model.safetensors``: the trainable parameters (what the run changes; frozen weights come from the config);
+- ``optimizer.safetensors``: the optimiser's tensors, with its hyper-parameters and scalar state as metadata;
+- ``rng.safetensors``: every process's torch (and accelerator) generator state, plus numpy and Python states;
+- ``training_state.json``: step, learning-rate schedule, data position, last metrics;
+- ``config.yaml``: the full run config, so the folder explains itself;
+- optionally ``ema.safetensors``.
+
+Everything is written into a temporary folder that is renamed into place when complete, and ``latest`` (a
+one-line file) is replaced atomically after that, so an interrupted save never leaves a half checkpoint that
+``--resume`` would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+@dataclass
+class TrainingState:
+    """What a resumed run needs besides tensors."""
+
+    step: int = 0
+    samples_seen: int = 0  # global data position (all processes)
+    lr_scheduler: dict[str, Any] = field(default_factory=dict)
+    nonfinite_in_a_row: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint (tensors on the CPU)."""
+
+    path: Path
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    state: TrainingState
+    rng: list[dict[str, Any]]
+    ema: dict[str, torch.Tensor] | None = None
+
+
+# --- optimiser state <-> flat tensors -------------------------------------------------------------------------
+
+
+def optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Flatten ``optimizer.state_dict()`` into safetensors tensors plus JSON metadata."""
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    metadata = {"param_groups": json.dumps(state_dict["param_groups"]), "scalars": json.dumps(scalars)}
+    return tensors, metadata
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_to_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in json.loads(metadata["scalars"]).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+
+
+# --- random number generators -----------------------------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    """The current process's generator states (torch CPU, each CUDA device, numpy, Python)."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_to_tensors(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors, meta = {}, {}
+    for rank, st in enumerate(states):
+        tensors[f"rank{rank}.torch"] = st["torch"].clone()
+        for i, cuda_state in enumerate(st.get("cuda", [])):
+            tensors[f"rank{rank}.cuda{i}"] = cuda_state.clone()
+        kind, keys, pos, has_gauss, gauss = st["numpy"]
+        tensors[f"rank{rank}.numpy"] = torch.from_numpy(keys.astype(np.int64))
+        version, internal, gauss_next = st["python"]
+        meta[f"rank{rank}"] = json.dumps(
+            {
+                "numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                "python": [version, list(internal), gauss_next],
+            }
+        )
+    meta["world_size"] = str(len(states))
+    return tensors, meta
+
+
+def _rng_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> list[dict[str, Any]]:
+    states = []
+    for rank in range(int(meta["world_size"])):
+        extra = json.loads(meta[f"rank{rank}"])
+        kind, pos, has_gauss, gauss = extra["numpy"]
+        version, internal, gauss_next = extra["python"]
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith(f"rank{rank}.cuda"))]
+        st = {
+            "torch": tensors[f"rank{rank}.torch"],
+            "numpy": (kind, tensors[f"rank{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss),
+            "python": (version, tuple(internal), gauss_next),
+        }
+        if cuda:
+            st["cuda"] = cuda
+        states.append(st)
+    return states
+
+
+# --- save / load ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    *,
+    model: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    state: TrainingState,
+    rng: list[dict[str, Any]],
+    config_yaml: str,
+    ema: dict[str, torch.Tensor] | None = None,
+    keep: int = 0,
+) -> Path:
+    """Write a checkpoint atomically and point ``latest`` at it.
+
+    Args:
+        output_dir: the run's output folder.
+        model: trainable parameters by name.
+        optimizer: ``optimizer.state_dict()``.
+        state: step, data position, schedule.
+        rng: one :func:`capture_rng` dict per process, in rank order.
+        config_yaml: the run config as YAML text.
+        ema: EMA weights, if any.
+        keep: keep only the newest ``keep`` checkpoints (0 keeps all).
+
+    Returns:
+        The checkpoint folder.
+    """
+    final = checkpoint_dir(output_dir, state.step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, tmp / "model.safetensors")
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    save_file(opt_tensors, tmp / "optimizer.safetensors", metadata=opt_meta)
+    rng_tensors, rng_meta = _rng_to_tensors(rng)
+    save_file(rng_tensors, tmp / "rng.safetensors", metadata=rng_meta)
+    if ema is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
+    (tmp / "training_state.json").write_text(json.dumps(state.__dict__, indent=1))
+    (tmp / "config.yaml").write_text(config_yaml)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    latest = final.parent / LATEST
+    latest_tmp = final.parent / (LATEST + ".tmp")
+    latest_tmp.write_text(final.name + "\n")
+    latest_tmp.replace(latest)
+    if keep > 0:
+        for old in sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".tmp"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """Resolve ``--resume``: a checkpoint folder, or a run's output folder (its ``latest`` checkpoint).
+
+    Raises:
+        FileNotFoundError: nothing to resume from, with what was looked at.
+    """
+    path = Path(path)
+    if (path / "training_state.json").is_file():
+        return path
+    latest = path / CHECKPOINTS / LATEST
+    if latest.is_file():
+        found = latest.parent / latest.read_text().strip()
+        if (found / "training_state.json").is_file():
+            return found
+    raise FileNotFoundError(
+        f"--resume: no checkpoint at '{path}' (looked for training_state.json there and for {latest}); "
+        "pass a run's output folder or one of its checkpoints/step-* folders."
+    )
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` (``path`` as in :func:`find_checkpoint`)."""
+    from safetensors import safe_open
+
+    path = find_checkpoint(path)
+    with safe_open(path / "optimizer.safetensors", "pt") as f:
+        opt_meta = f.metadata()
+        opt_tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    with safe_open(path / "rng.safetensors", "pt") as f:
+        rng_meta = f.metadata()
+        rng_tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    ema_path = path / "ema.safetensors"
+    return Checkpoint(
+        path=path,
+        model=load_file(path / "model.safetensors"),
+        optimizer=optimizer_from_tensors(opt_tensors, opt_meta),
+        state=TrainingState(**json.loads((path / "training_state.json").read_text())),
+        rng=_rng_from_tensors(rng_tensors, rng_meta),
+        ema=load_file(ema_path) if ema_path.is_file() else None,
+    )
