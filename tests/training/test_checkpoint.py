@@ -50,7 +50,7 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.path == path and ckpt.state.step == 7 and ckpt.state.samples_seen == 56
     assert torch.equal(ckpt.model["weight"], model.weight)
-    model2, opt2 = _trained_optimizer()
+    _, opt2 = _trained_optimizer()
     opt2.load_state_dict(ckpt.optimizer)
     for a, b in zip(opt.state_dict()["state"].values(), opt2.state_dict()["state"].values()):
         for key in a:
