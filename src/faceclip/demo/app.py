@@ -1,0 +1,297 @@
+"""The Gradio page: upload a photo, check the aligned face, write a prompt, generate, download PNGs.
+
+The page only wires widgets to :mod:`faceclip.demo.handlers`. Safety settings live in :func:`launch_demo`:
+loopback address, a queue with a concurrency limit, an upload size limit, and file serving limited to the
+app's own output folder (Gradio serves nothing else from disk but its upload cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceclip.demo import handlers
+from faceclip.demo.handlers import DemoError, GenerationSettings
+from faceclip.hub import NONCOMMERCIAL_NOTICE
+
+logger = logging.getLogger(__name__)
+
+INTRO = """\
+# FaceCLIP-SDXL
+Upload one photo of a face, check the aligned crop the model will see, describe the picture you want,
+and generate. Each result is a PNG that carries its prompt, seed and settings in its metadata.
+"""
+
+FACE_HINT = "Upload a photo with one clearly visible face (JPEG, PNG or WebP)."
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the page and its server.
+
+    Attributes:
+        output_dir: where generated PNGs are written; the only folder the server may serve besides uploads.
+        model_name: shown in the page and written into each PNG's metadata.
+        defaults: the values the form starts with.
+        max_images: the most images one request may ask for.
+        max_steps: the most denoising steps one request may ask for.
+        concurrency: generation requests running at once (the rest wait in the queue).
+        queue_size: requests allowed to wait; more are refused with a "queue full" message.
+        max_file_size: upload size limit, e.g. ``"10mb"``.
+        show_license_notice: show the non-commercial licence of the released weights.
+    """
+
+    output_dir: Path = Path("outputs/demo")
+    model_name: str = ""
+    defaults: GenerationSettings = field(
+        default_factory=lambda: GenerationSettings(prompt=handlers.EXAMPLE_PROMPTS[0])
+    )
+    max_images: int = 4
+    max_steps: int = 100
+    concurrency: int = 1
+    queue_size: int = 16
+    max_file_size: str = "10mb"
+    show_license_notice: bool = True
+
+
+def import_gradio():
+    """Import gradio with analytics off (no calls home), or explain how to install it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        import gradio
+    except ImportError as error:
+        raise ImportError('The demo needs gradio: pip install "faceclip[demo]"') from error
+    return gradio
+
+
+def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
+    """Build the page around a loaded pipeline.
+
+    Args:
+        pipe: a loaded pipeline, e.g. ``load_pipeline("tiny-random")``, already on its device.
+        config: page and server settings.
+
+    Returns:
+        A ``gradio.Blocks`` with its queue configured; start it with :func:`launch_demo`.
+    """
+    gr = import_gradio()
+    config = config or DemoConfig()
+    defaults = config.defaults
+    size_labels = list(handlers.SIZES)
+    default_size = next(
+        (label for label, size in handlers.SIZES.items() if size == (defaults.width, defaults.height)),
+        f"Custom {defaults.width}×{defaults.height}",
+    )
+    if default_size not in size_labels:
+        size_labels.append(default_size)
+
+    progress_tracker = gr.Progress()  # Gradio fills in a per-request tracker for this default
+
+    def on_photo(payload: Any):
+        path = _payload_path(payload)
+        if path is None:
+            return None, None, None, FACE_HINT
+        try:
+            photo = handlers.read_photo(path)
+            preview = handlers.prepare_face(pipe, photo)
+        except DemoError as error:
+            logger.info("photo refused: %s", error)
+            raise gr.Error(str(error), title="Cannot use this photo", print_exception=False) from None
+        return preview.face, preview.annotated, preview.aligned, preview.message
+
+    def on_generate(
+        face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress=progress_tracker
+    ):
+        if face is None:
+            raise gr.Error("Upload a photo with a face first.", title="No face yet", print_exception=False)
+        try:
+            width, height = handlers.parse_size(size)
+            settings = GenerationSettings(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                num_images=num_images,
+                steps=steps,
+                guidance_scale=guidance,
+                seed=seed,
+                width=width,
+                height=height,
+            ).validate(max_images=config.max_images, max_steps=config.max_steps)
+        except DemoError as error:
+            raise gr.Error(str(error), title="Check the settings", print_exception=False) from None
+        progress(0.0, desc="Starting")
+        paths: list[str] = []
+        try:
+            for path in handlers.generate_images(
+                pipe,
+                face,
+                settings,
+                config.output_dir,
+                model_name=config.model_name,
+                on_progress=lambda fraction, desc: progress(fraction, desc=desc),
+            ):
+                paths.append(str(path))
+                yield paths, paths
+        except Exception as error:
+            logger.exception("generation failed")
+            raise gr.Error(
+                _generation_failure(error), title="Generation failed", print_exception=False
+            ) from None
+
+    with gr.Blocks(title="FaceCLIP demo", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        if config.show_license_notice:
+            gr.Markdown(
+                f"_{NONCOMMERCIAL_NOTICE}_" + (f" Model: `{config.model_name}`." if config.model_name else "")
+            )
+        face_state = gr.State(None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                photo = gr.Image(
+                    label="1. Face photo",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    height=300,
+                    elem_id="photo",
+                )
+                with gr.Row():
+                    detected = gr.Image(
+                        label="Detected face", interactive=False, height=220, elem_id="detected"
+                    )
+                    aligned = gr.Image(
+                        label="Aligned face (model input)", interactive=False, height=220, elem_id="aligned"
+                    )
+                face_info = gr.Markdown(FACE_HINT, elem_id="face-info")
+                prompt = gr.Textbox(label="2. Prompt", value=defaults.prompt, lines=2, elem_id="prompt")
+                gr.Examples(
+                    [[text] for text in handlers.EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts"
+                )
+                negative = gr.Textbox(label="Negative prompt", value=defaults.negative_prompt, lines=1)
+                with gr.Accordion("Settings", open=True):
+                    with gr.Row():
+                        num_images = gr.Slider(
+                            1, config.max_images, value=defaults.num_images, step=1, label="Number of images"
+                        )
+                        steps = gr.Slider(1, config.max_steps, value=defaults.steps, step=1, label="Steps")
+                    with gr.Row():
+                        guidance = gr.Slider(
+                            0.0, 15.0, value=defaults.guidance_scale, step=0.5, label="Guidance scale"
+                        )
+                        size = gr.Dropdown(size_labels, value=default_size, label="Size (width×height)")
+                    with gr.Row(equal_height=True):
+                        seed = gr.Number(
+                            value=defaults.seed,
+                            precision=0,
+                            minimum=0,
+                            maximum=handlers.MAX_SEED,
+                            label="Seed",
+                            scale=4,
+                        )
+                        randomise = gr.Button("🎲 Random seed", scale=1, elem_id="randomise")
+                generate = gr.Button("3. Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=6):
+                gallery = gr.Gallery(
+                    label="Results",
+                    columns=2,
+                    height=640,
+                    object_fit="contain",
+                    format="png",
+                    buttons=["download", "fullscreen"],
+                    interactive=False,
+                    elem_id="gallery",
+                )
+                files = gr.File(
+                    label="PNG files (with prompt, seed and settings in the metadata)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="files",
+                )
+
+        face_outputs = [face_state, detected, aligned, face_info]
+        photo.change(
+            lambda: (None, None, None, "Looking for a face…"),
+            outputs=face_outputs,
+            queue=False,
+            show_progress="hidden",
+        ).then(on_photo, inputs=photo, outputs=face_outputs, preprocess=False, concurrency_limit=2)
+        randomise.click(handlers.random_seed, outputs=seed, queue=False, show_progress="hidden")
+        generate.click(
+            on_generate,
+            inputs=[face_state, prompt, negative, num_images, steps, guidance, seed, size],
+            outputs=[gallery, files],
+            concurrency_limit=config.concurrency,
+            concurrency_id="generate",
+        )
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
+    return demo
+
+
+def launch_demo(
+    demo,
+    config: DemoConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    block: bool = True,
+    quiet: bool = False,
+):
+    """Serve ``demo`` (from :func:`create_demo`) with the demo's safety settings.
+
+    Args:
+        demo: the page.
+        config: the settings the page was built with (upload limit, output folder).
+        host: the address to listen on; the default serves this machine only. ``"0.0.0.0"`` serves the network.
+        port: the port (``None``: Gradio picks a free one from 7860 up).
+        share: also open a public ``*.gradio.live`` link (sends traffic through Gradio's servers).
+        block: keep the calling thread until the server stops (False: return at once, e.g. in tests).
+        quiet: do not print the URL.
+
+    Returns:
+        The local URL of the page.
+    """
+    config = config or DemoConfig()
+    output_dir = Path(config.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if share:
+        logger.warning("--share: anyone with the public link can use this demo and your machine's GPU.")
+    _, local_url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        show_error=False,
+        max_file_size=config.max_file_size,
+        allowed_paths=[str(output_dir)],
+        ssr_mode=False,
+        enable_monitoring=False,
+        mcp_server=False,
+        pwa=False,
+        footer_links=["gradio"],
+        css=_CSS,
+    )
+    return local_url
+
+
+_CSS = """
+#face-info { min-height: 2.5em; }
+"""
+
+
+def _payload_path(payload: Any) -> str | None:
+    """The server-side path of an uploaded file (a Gradio ``FileData`` dict, or a plain path)."""
+    if payload is None:
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)
+
+
+def _generation_failure(error: Exception) -> str:
+    if "out of memory" in str(error).lower():
+        return "The GPU ran out of memory. Try fewer images or a smaller size."
+    return "Something went wrong while generating; the details are in the server log. Try again or change the settings."

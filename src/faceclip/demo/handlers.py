@@ -1,0 +1,285 @@
+"""The demo's logic, free of any web framework: read the photo, prepare the face, generate and save images.
+
+:mod:`faceclip.demo.app` wires these functions to Gradio widgets. Everything a user can get wrong raises
+:class:`DemoError`, whose message is meant to be shown in the page as is (no file paths, no tracebacks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from faceclip import __version__
+from faceclip.outputs import save_png
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1
+MAX_PHOTO_PIXELS = 40_000_000
+"""Photos with more pixels than this (e.g. 8000 x 5000) are refused before they are decoded."""
+
+SIZES: dict[str, tuple[int, int]] = {
+    "Portrait 864×1152": (864, 1152),
+    "Square 1024×1024": (1024, 1024),
+    "Landscape 1152×864": (1152, 864),
+    "Tall 768×1344": (768, 1344),
+    "Quick draft 512×512": (512, 512),
+}
+"""Output sizes offered in the page, ``label -> (width, height)``; SDXL works best near one megapixel."""
+
+EXAMPLE_PROMPTS: tuple[str, ...] = (
+    "a portrait photo of a person in a garden, soft morning light, 85mm lens",
+    "a person as an astronaut on the moon, cinematic lighting, highly detailed",
+    "an oil painting of a person in a renaissance costume, museum lighting",
+    "a person walking down a rainy neon-lit street at night, film grain",
+    "a watercolor sketch of a person reading in a cozy cafe",
+)
+
+DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, deformed face, extra limbs, watermark, text"
+
+
+class DemoError(Exception):
+    """A problem the user can fix (bad upload, no face, bad setting); the message is shown in the page."""
+
+
+class DemoPipeline(Protocol):
+    """What the demo needs from a pipeline (satisfied by ``FaceCLIPStableDiffusionXLPipeline``)."""
+
+    def prepare_face(self, face_image: Any, face_index: int | None = None) -> Any: ...
+
+    def __call__(self, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FacePreview:
+    """The result of reading an uploaded photo.
+
+    Attributes:
+        face: the pipeline's prepared face (``PreparedFace``); pass it back to :func:`generate_images`.
+        annotated: the photo (downscaled for display) with the detected box and landmarks drawn on it.
+        aligned: the aligned face crop the encoder will see.
+        message: a one-line description for the page.
+    """
+
+    face: Any
+    annotated: Image.Image
+    aligned: Image.Image
+    message: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything the page sends to generate images; :meth:`validate` checks it like a form."""
+
+    prompt: str
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    num_images: int = 2
+    steps: int = 30
+    guidance_scale: float = 5.0
+    seed: int = 0
+    width: int = 864
+    height: int = 1152
+
+    def validate(self, max_images: int = 4, max_steps: int = 100) -> GenerationSettings:
+        """Return a cleaned copy (stripped prompts, ints for the integer fields) or raise :class:`DemoError`."""
+        prompt = (self.prompt or "").strip()
+        if not prompt:
+            raise DemoError("Type a prompt first, e.g. “a portrait photo of a person in a garden”.")
+        values = {
+            "number of images": (self.num_images, 1, max_images),
+            "steps": (self.steps, 1, max_steps),
+            "seed": (self.seed, 0, MAX_SEED),
+        }
+        ints = {}
+        for name, (value, low, high) in values.items():
+            if value is None or not float(value).is_integer() or not low <= value <= high:
+                raise DemoError(f"The {name} must be a whole number from {low} to {high}; got {value}.")
+            ints[name] = int(value)
+        if self.guidance_scale is None or not 0.0 <= float(self.guidance_scale) <= 30.0:
+            raise DemoError(f"The guidance scale must be between 0 and 30; got {self.guidance_scale}.")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is None or int(value) % 8 or not 256 <= int(value) <= 2048:
+                raise DemoError(f"The image {name} must be a multiple of 8 from 256 to 2048; got {value}.")
+        return GenerationSettings(
+            prompt=prompt,
+            negative_prompt=(self.negative_prompt or "").strip(),
+            num_images=ints["number of images"],
+            steps=ints["steps"],
+            guidance_scale=float(self.guidance_scale),
+            seed=ints["seed"],
+            width=int(self.width),
+            height=int(self.height),
+        )
+
+
+def random_seed() -> int:
+    """A fresh seed in ``[0, MAX_SEED]``."""
+    return random.randint(0, MAX_SEED)
+
+
+def parse_size(label: str) -> tuple[int, int]:
+    """``"Portrait 864×1152"`` (a key of :data:`SIZES`) or ``"864x1152"`` -> ``(width, height)``."""
+    if label in SIZES:
+        return SIZES[label]
+    try:
+        width, height = (int(part) for part in str(label).lower().replace("×", "x").split()[-1].split("x"))
+    except ValueError:
+        raise DemoError(f"Unknown image size {label!r}; pick one of: {', '.join(SIZES)}.") from None
+    return width, height
+
+
+def read_photo(path: str | os.PathLike, max_pixels: int = MAX_PHOTO_PIXELS) -> Image.Image:
+    """Open an uploaded photo as RGB (EXIF orientation applied), with messages a user understands.
+
+    Raises:
+        DemoError: the file is not an image, is damaged, or has more than ``max_pixels`` pixels.
+    """
+    from faceclip.face import ImageLoadError, load_image
+
+    try:
+        with Image.open(path) as header:  # reads the header only: size is known before any decoding
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise DemoError(
+            "This file is not an image we can read. Upload a photo in JPEG, PNG or WebP format."
+        ) from None
+    if width * height > max_pixels:
+        raise DemoError(
+            f"This photo is too large ({width}×{height} pixels). "
+            f"Use one under {max_pixels / 1e6:.0f} megapixels, e.g. scaled down to 2000 pixels wide."
+        )
+    try:
+        return load_image(path, max_pixels=max_pixels)
+    except ImageLoadError:
+        raise DemoError(
+            "This image file is damaged or truncated. Try saving it again or use another photo."
+        ) from None
+
+
+def prepare_face(pipe: DemoPipeline, photo: Image.Image, display_size: int = 768) -> FacePreview:
+    """Detect and align the face in ``photo`` with the pipeline's own face preparation.
+
+    Args:
+        pipe: the loaded pipeline.
+        photo: an RGB photo, e.g. from :func:`read_photo`.
+        display_size: the longer side of the annotated preview.
+
+    Raises:
+        DemoError: no face was found.
+    """
+    from faceclip.face import NoFaceFoundError
+
+    try:
+        face = pipe.prepare_face(photo)
+    except NoFaceFoundError:
+        raise DemoError(
+            "No face found in this photo. Use a clear, well-lit photo where one face is large and "
+            "looking roughly at the camera."
+        ) from None
+    detection = face.detection
+    annotated = draw_detection(photo, detection, display_size)
+    message = (
+        f"Face found (detector confidence {float(detection.score):.0%}). This aligned crop will be used."
+    )
+    return FacePreview(face=face, annotated=annotated, aligned=face.aligned, message=message)
+
+
+def draw_detection(photo: Image.Image, detection: Any, display_size: int = 768) -> Image.Image:
+    """A copy of ``photo`` scaled to fit ``display_size`` with the face box and 5 landmarks drawn on it."""
+    scale = min(1.0, display_size / max(photo.size))
+    canvas = photo.convert("RGB").resize(
+        (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.LANCZOS
+    )
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 200))
+    x0, y0, x1, y1 = (float(v) * scale for v in detection.box)
+    draw.rectangle((x0, y0, x1, y1), outline=(40, 220, 90), width=width)
+    radius = width * 1.5
+    for x, y in detection.landmarks:
+        cx, cy = float(x) * scale, float(y) * scale
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(255, 200, 0))
+    return canvas
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def generate_images(
+    pipe: DemoPipeline,
+    face: Any,
+    settings: GenerationSettings,
+    output_dir: str | os.PathLike,
+    *,
+    model_name: str = "",
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[Path]:
+    """Generate ``settings.num_images`` images one by one and save each as a PNG carrying its settings.
+
+    Image ``i`` uses seed ``settings.seed + i`` (wrapping at :data:`MAX_SEED`), so any single image can be
+    reproduced from its own metadata with one image per prompt.
+
+    Args:
+        pipe: the loaded pipeline.
+        face: the prepared face from :func:`prepare_face` (``FacePreview.face``).
+        settings: validated settings (see :meth:`GenerationSettings.validate`).
+        output_dir: where the PNG files go (created if missing).
+        model_name: recorded in the metadata.
+        on_progress: called with ``(fraction in [0, 1], description)`` after every denoising step.
+
+    Yields:
+        The path of each saved PNG, as soon as it is written.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    total = settings.num_images * settings.steps
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for index in range(settings.num_images):
+        seed = (settings.seed + index) % (MAX_SEED + 1)
+
+        def on_step_end(_pipe, step: int, _timestep, callback_kwargs: dict, index: int = index) -> dict:
+            if on_progress is not None:
+                done = min(index * settings.steps + step + 1, total)
+                on_progress(
+                    done / total, f"Image {index + 1}/{settings.num_images}, step {step + 1}/{settings.steps}"
+                )
+            return callback_kwargs
+
+        started = time.perf_counter()
+        result = pipe(
+            face_image=face.tensor,
+            prompt=settings.prompt,
+            negative_prompt=settings.negative_prompt or None,
+            num_images_per_prompt=1,
+            height=settings.height,
+            width=settings.width,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pil",
+            callback_on_step_end=on_step_end,
+        )
+        image = result.images[0]
+        logger.info(
+            "image %d/%d (seed %d) took %.1f s",
+            index + 1,
+            settings.num_images,
+            seed,
+            time.perf_counter() - started,
+        )
+        metadata = {
+            **asdict(settings),
+            "seed": seed,
+            "num_images": 1,
+            "model": model_name,
+            "faceclip_version": __version__,
+        }
+        yield save_png(image, output_dir / f"faceclip-{stamp}-{seed}.png", metadata)

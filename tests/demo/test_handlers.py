@@ -1,0 +1,155 @@
+"""The demo's logic without a browser: photo checks, face preview, settings validation, saved PNGs."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FakePipeline
+from PIL import Image
+
+from faceclip.demo import handlers
+from faceclip.demo.handlers import DemoError, GenerationSettings
+from faceclip.outputs import read_png_metadata
+
+
+def test_read_photo_returns_rgb(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.new("L", (40, 30), 128).save(path)
+    photo = handlers.read_photo(path)
+    assert photo.mode == "RGB" and photo.size == (40, 30)
+
+
+def test_read_photo_refuses_a_text_file_in_plain_words(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not a picture")
+    with pytest.raises(DemoError, match="not an image") as info:
+        handlers.read_photo(path)
+    assert str(tmp_path) not in str(info.value)  # no server paths in the page
+
+
+def test_read_photo_refuses_a_truncated_file(tmp_path):
+    full = tmp_path / "full.png"
+    Image.effect_noise((64, 64), 50).convert("RGB").save(full)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[:300])
+    with pytest.raises(DemoError, match="damaged or truncated"):
+        handlers.read_photo(cut)
+
+
+def test_read_photo_refuses_too_many_pixels_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 50)).save(path)
+    with pytest.raises(DemoError, match=r"too large \(100×50 pixels\)"):
+        handlers.read_photo(path, max_pixels=4_999)
+    assert handlers.read_photo(path, max_pixels=5_000).size == (100, 50)
+
+
+def test_prepare_face_draws_the_detection(fake_pipe, photo_path):
+    photo = handlers.read_photo(photo_path)
+    preview = handlers.prepare_face(fake_pipe, photo)
+    assert preview.aligned.size == (448, 448)
+    assert preview.annotated.size == photo.size  # smaller than display_size: not rescaled
+    assert preview.annotated.getpixel((10, 30)) != photo.getpixel((10, 30))  # left edge of the box
+    assert preview.annotated.getpixel((70, 90)) == photo.getpixel((70, 90))  # outside the box
+    assert "93%" in preview.message
+
+
+def test_draw_detection_scales_large_photos():
+    photo = Image.new("RGB", (2000, 1000), (0, 0, 0))
+    detection = FakePipeline().prepare_face(photo).detection
+    annotated = handlers.draw_detection(photo, detection, display_size=500)
+    assert annotated.size == (500, 250)
+
+
+def test_prepare_face_without_a_face_says_so(photo_path):
+    with pytest.raises(DemoError, match="No face found"):
+        handlers.prepare_face(FakePipeline(finds_face=False), handlers.read_photo(photo_path))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prompt": "   "}, "Type a prompt"),
+        ({"num_images": 5}, "number of images must be a whole number from 1 to 4"),
+        ({"num_images": 1.5}, "number of images"),
+        ({"steps": 0}, "steps must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"seed": None}, "seed must be"),
+        ({"guidance_scale": 31}, "guidance scale"),
+        ({"width": 500}, "width must be a multiple of 8"),
+        ({"height": 4096}, "height must be"),
+    ],
+)
+def test_settings_validation_names_the_field(change, message):
+    settings = GenerationSettings(**{"prompt": "a photo", **change})
+    with pytest.raises(DemoError, match=message):
+        settings.validate(max_images=4)
+
+
+def test_settings_validation_cleans_values():
+    settings = GenerationSettings(
+        prompt="  a photo ", negative_prompt=None, num_images=2.0, steps=3.0, seed=7.0
+    )
+    clean = settings.validate()
+    assert clean.prompt == "a photo" and clean.negative_prompt == ""
+    assert (clean.num_images, clean.steps, clean.seed) == (2, 3, 7)
+    assert all(isinstance(v, int) for v in (clean.num_images, clean.steps, clean.seed))
+
+
+def test_parse_size():
+    assert handlers.parse_size("Portrait 864×1152") == (864, 1152)
+    assert handlers.parse_size("Custom 320x256") == (320, 256)
+    with pytest.raises(DemoError, match="Unknown image size"):
+        handlers.parse_size("huge")
+
+
+def test_random_seed_in_range():
+    seeds = {handlers.random_seed() for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= s <= handlers.MAX_SEED for s in seeds)
+
+
+def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_path):
+    face = handlers.prepare_face(fake_pipe, handlers.read_photo(photo_path)).face
+    settings = GenerationSettings(
+        prompt="a photo", num_images=3, steps=2, seed=handlers.MAX_SEED, width=320, height=256
+    )
+    progress = []
+    paths = list(
+        handlers.generate_images(
+            fake_pipe,
+            face,
+            settings,
+            tmp_path / "out",
+            model_name="fake",
+            on_progress=lambda f, d: progress.append((f, d)),
+        )
+    )
+    assert len(paths) == 3 and len(set(paths)) == 3
+    seeds = [read_png_metadata(p)["seed"] for p in paths]
+    assert seeds == [handlers.MAX_SEED, 0, 1]  # one seed per image, wrapping around
+    meta = read_png_metadata(paths[0])
+    assert meta["prompt"] == "a photo" and meta["model"] == "fake" and meta["num_images"] == 1
+    assert (meta["width"], meta["height"], meta["steps"]) == (320, 256, 2)
+    with Image.open(paths[0]) as image:
+        assert image.format == "PNG" and image.size == (320, 256)
+    # Each call: one image, its own seeded generator, the prepared face tensor, the user's settings.
+    call = fake_pipe.calls[0]
+    assert call["num_images_per_prompt"] == 1 and call["face_image"] is face.tensor
+    assert call["guidance_scale"] == 5.0 and call["negative_prompt"] == settings.negative_prompt
+    assert [f for f, _ in progress] == pytest.approx([i / 6 for i in range(1, 7)])
+    assert progress[-1][1] == "Image 3/3, step 2/2"
+
+
+def test_generate_images_is_reproducible_per_seed(fake_pipe, photo_path, tmp_path):
+    face = fake_pipe.prepare_face(None)
+    first = list(
+        handlers.generate_images(
+            fake_pipe, face, GenerationSettings("p", num_images=2, steps=1, seed=5), tmp_path
+        )
+    )
+    again = list(
+        handlers.generate_images(
+            fake_pipe, face, GenerationSettings("p", num_images=1, steps=1, seed=6), tmp_path
+        )
+    )
+    with Image.open(first[1]) as a, Image.open(again[0]) as b:
+        assert a.getpixel((0, 0)) == b.getpixel((0, 0))
