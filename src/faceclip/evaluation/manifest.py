@@ -1,0 +1,173 @@
+"""The evaluation manifest: one JSON object per line naming a generated image, its reference face and prompt.
+
+A manifest lets :mod:`faceclip.evaluation` score images made by any tool, so methods can be compared on equal
+terms. Relative paths are resolved against the manifest's folder. Example line::
+
+    {"image": "out/alice_000_seed0.png", "reference": "faces/alice.jpg", "prompt": "a portrait of a person"}
+
+Optional keys: ``identity`` (a name for per-identity tables; default: the reference file's stem), ``seed``
+(an integer) and ``baseline`` (the same seed generated without the identity, for CLIP-I).
+
+A line that cannot be read does not stop the others: it becomes a :class:`ManifestProblem` carrying its
+1-based line number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from faceclip.evaluation.files import write_text_atomic
+
+REQUIRED_KEYS = ("image", "reference", "prompt")
+OPTIONAL_KEYS = ("identity", "seed", "baseline")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One image to score.
+
+    Attributes:
+        line: 1-based line number in the manifest (used in every message about this entry).
+        image: the generated image.
+        reference: the reference face photo of the identity.
+        prompt: the prompt the image was generated from.
+        identity: the identity's name (default: the reference's file stem).
+        seed: the generation seed, when known.
+        baseline: the same seed generated without the identity (enables CLIP-I), when available.
+    """
+
+    line: int
+    image: Path
+    reference: Path
+    prompt: str
+    identity: str
+    seed: int | None = None
+    baseline: Path | None = None
+
+    def to_json(self, relative_to: Path | None = None) -> dict:
+        """The entry as a manifest line (paths relative to ``relative_to`` when they lie below it)."""
+        record = {
+            "image": _relpath(self.image, relative_to),
+            "reference": _relpath(self.reference, relative_to),
+            "prompt": self.prompt,
+            "identity": self.identity,
+        }
+        if self.seed is not None:
+            record["seed"] = self.seed
+        if self.baseline is not None:
+            record["baseline"] = _relpath(self.baseline, relative_to)
+        return record
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """A manifest line (or one of the files it names) that could not be used, and why."""
+
+    line: int
+    message: str
+    image: str | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Manifest:
+    """The readable entries of a manifest and the problems met while reading it."""
+
+    entries: list[ManifestEntry]
+    problems: list[ManifestProblem]
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a JSONL manifest; malformed lines become problems (with their line number), not exceptions.
+
+    Only the syntax and the keys are checked here; whether each file exists and decodes is checked when it is
+    scored, so every problem is still reported against its line.
+
+    Raises:
+        FileNotFoundError: the manifest itself does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--manifest: '{path}' does not exist or is not a file; pass a JSONL manifest."
+        )
+    base = path.resolve().parent
+    entries: list[ManifestEntry] = []
+    problems: list[ManifestProblem] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            try:
+                entries.append(parse_line(text, number, base))
+            except ValueError as err:
+                problems.append(ManifestProblem(number, str(err)))
+    return Manifest(entries, problems)
+
+
+def parse_line(text: str, line: int, base: Path) -> ManifestEntry:
+    """Parse one manifest line; raises ``ValueError`` with a message that says what to fix."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"not valid JSON ({err.msg} at column {err.colno}); each line must be one JSON object"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise ValueError(f"missing key(s) {', '.join(missing)}; every line needs {', '.join(REQUIRED_KEYS)}")
+    for key in ("image", "reference", "prompt"):
+        if not isinstance(record[key], str) or (key != "prompt" and not record[key].strip()):
+            raise ValueError(f"'{key}' must be a non-empty string, got {record[key]!r}")
+    seed = record.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"'seed' must be an integer, got {seed!r}")
+    baseline = record.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise ValueError(f"'baseline' must be a path string, got {baseline!r}")
+    reference = _resolve(record["reference"], base)
+    identity = record.get("identity")
+    if identity is not None and not isinstance(identity, str):
+        raise ValueError(f"'identity' must be a string, got {identity!r}")
+    return ManifestEntry(
+        line=line,
+        image=_resolve(record["image"], base),
+        reference=reference,
+        prompt=record["prompt"],
+        identity=identity or reference.stem,
+        seed=seed,
+        baseline=_resolve(baseline, base) if baseline else None,
+    )
+
+
+def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike) -> Path:
+    """Write ``entries`` as a JSONL manifest, atomically; paths below its folder are written relative."""
+    path = Path(path)
+    base = path.resolve().parent
+    lines = [json.dumps(entry.to_json(base), ensure_ascii=False) + "\n" for entry in entries]
+    return write_text_atomic(path, "".join(lines))
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _relpath(path: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return Path(path).resolve().relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return str(path)

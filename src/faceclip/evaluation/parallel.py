@@ -1,0 +1,47 @@
+"""Splitting evaluation work across processes with Hugging Face Accelerate.
+
+Launched with ``accelerate launch`` (or ``torchrun``), every process takes a contiguous slice of the work
+(:meth:`accelerate.PartialState.split_between_processes`) and the results are gathered back in the original
+order (:func:`accelerate.utils.gather_object`). A plain single-process run does not need Accelerate at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def process_state():
+    """The Accelerate :class:`~accelerate.PartialState` of this process (one process when not launched)."""
+    try:
+        from accelerate import PartialState
+    except ImportError as err:
+        raise ImportError(
+            'Splitting evaluation across processes needs accelerate: pip install "faceclip[eval]"'
+        ) from err
+    return PartialState()
+
+
+def distributed_map(fn: Callable[[list[T]], list[R]], items: Sequence[T], state=None) -> list[R]:
+    """Run ``fn`` on this process's share of ``items``; return every process's results, in ``items`` order.
+
+    Args:
+        fn: maps a list of items to a list of results (one per item, same order).
+        items: the work, identical on every process.
+        state: an Accelerate ``PartialState``; ``None`` runs ``fn`` on all items here, without Accelerate.
+
+    Returns:
+        The results of all items, on every process.
+    """
+    if state is None or state.num_processes == 1:
+        return fn(list(items))
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(items)) as share:
+        local = fn(list(share))
+    if len(local) != len(share):
+        raise RuntimeError(f"distributed_map: fn returned {len(local)} results for {len(share)} items.")
+    return gather_object(local)
