@@ -89,3 +89,20 @@ def tiny_clip(tiny_clip_dir):
     from faceclip.evaluation.clip_score import CLIPScorer
 
     return CLIPScorer.from_pretrained(tiny_clip_dir)
+
+
+@pytest.fixture(scope="session")
+def identity_scorer():
+    """ID-Sim with the bundled offline recogniser (YuNet + SFace)."""
+    from faceclip.evaluation.identity import IdentityScorer
+    from faceclip.face import FaceAnalyzer
+
+    return IdentityScorer(FaceAnalyzer(backend="opencv"))
+
+
+def lfw_face(index: int, size: int = 200) -> Image.Image:
+    """Face ``index`` (0-99 are faces) of scikit-image's LFW subset, upscaled from 25 x 25."""
+    from skimage import data
+
+    pixels = (data.lfw_subset()[index] * 255).round().astype(np.uint8)
+    return Image.fromarray(pixels).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)

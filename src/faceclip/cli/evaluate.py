@@ -1,14 +1,289 @@
-"""`faceclip eval`: not implemented yet."""
+"""`faceclip eval`: score generated images (ID-Sim, no-face rate, CLIP-T, CLIP-I) and write reports.
+
+Examples:
+    faceclip eval score --manifest runs/peer/manifest.jsonl --out reports/peer
+    faceclip eval run --model ByteDance/FaceCLIP --identities unsplash50/ --prompts portrait --seeds 4 --out reports/ours
+    accelerate launch --num_processes 8 -m faceclip eval run ...     # split a large grid across 8 GPUs
+
+Each manifest line is a JSON object {"image": ..., "reference": ..., "prompt": ...} (optional: "identity", "seed",
+"baseline"); relative paths are read from the manifest's folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+
+DEFAULT_MODEL = "ByteDance/FaceCLIP"
+# Same as faceclip.evaluation.DEFAULT_CLIP_MODEL, repeated so that `faceclip --help` imports no torch.
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="(not implemented yet)")
-    parser.set_defaults(func=run)
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate identity and prompt fidelity (ID-Sim, CLIP-T) of generated images",
+        description="Score generated images with the field's metrics and write report.json, report.md, plots "
+        "and a contact sheet.",
+    )
+    commands = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
+
+    score = commands.add_parser(
+        "score",
+        help="score images listed in a manifest (made by any tool)",
+        description='Score the images of a JSONL manifest: one {"image", "reference", "prompt"} object per line.',
+    )
+    score.add_argument("--manifest", required=True, help="JSONL manifest of the images to score")
+    score.add_argument("--out", required=True, help="folder for the report files")
+    _add_scoring_arguments(score)
+    score.set_defaults(func=run_score)
+
+    grid = commands.add_parser(
+        "run",
+        help="generate identities x prompts x seeds with our pipeline, then score them",
+        description="Generate the evaluation grid with a FaceCLIP-SDXL pipeline, then score it. Launched with "
+        "`accelerate launch`, the grid is split across the processes.",
+    )
+    grid.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub id or folder of the pipeline, or 'tiny-random' (default: {DEFAULT_MODEL})",
+    )
+    grid.add_argument("--identities", required=True, help="folder with one reference face photo per person")
+    grid.add_argument(
+        "--prompts",
+        default="portrait",
+        help="text file with one prompt per line, or a shipped list: portrait, scenes",
+    )
+    grid.add_argument("--seeds", type=int, default=4, help="seeds per identity and prompt (default: 4)")
+    grid.add_argument(
+        "--first-seed", type=int, default=0, help="the seeds are first-seed, first-seed+1, ... (default: 0)"
+    )
+    grid.add_argument("--out", required=True, help="run folder: images/, manifest.jsonl and the report files")
+    grid.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    grid.add_argument(
+        "--guidance-scale", type=float, default=None, help="guidance scale (default: the pipeline's)"
+    )
+    grid.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
+    grid.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
+    grid.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
+    grid.add_argument(
+        "--clip-i",
+        action="store_true",
+        help="also generate each prompt and seed without identity and report CLIP-I",
+    )
+    grid.add_argument(
+        "--overwrite", action="store_true", help="regenerate images that already exist in --out"
+    )
+    grid.add_argument(
+        "--dtype", default="auto", help="pipeline dtype: auto, fp32, bf16, fp16 (default: auto)"
+    )
+    _add_scoring_arguments(grid)
+    grid.set_defaults(func=run_grid)
 
 
-def run(args: argparse.Namespace) -> int:
-    raise SystemExit("faceclip eval: not implemented yet")
+def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        help=f"hub id or local folder of the CLIP for CLIP-T / CLIP-I (default: {DEFAULT_CLIP_MODEL})",
+    )
+    parser.add_argument("--no-clip", action="store_true", help="skip CLIP-T and CLIP-I (ID-Sim only)")
+    parser.add_argument(
+        "--face-backend",
+        default="auto",
+        choices=("auto", "opencv", "insightface"),
+        help="face detector and recogniser for ID-Sim (default: auto = insightface when installed, else opencv)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per CLIP batch (default: 16)")
+    parser.add_argument("--no-contact-sheet", action="store_true", help="do not write contact_sheet.png")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any manifest line could not be scored"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from faceclip.evaluation.manifest import read_manifest
+
+    try:
+        _check_positive(args, "batch_size")
+        manifest = read_manifest(args.manifest)
+    except (FileNotFoundError, ValueError) as err:
+        return _fail(err, 2)
+    for problem in manifest.problems:
+        logger.warning("%s: %s", args.manifest, problem)
+    settings = {"command": "score", "manifest": str(args.manifest)}
+    return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _state_or_none())
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from faceclip.evaluation.manifest import ManifestProblem, write_manifest
+    from faceclip.evaluation.parallel import process_state
+    from faceclip.evaluation.prompts import load_prompts
+    from faceclip.evaluation.run import (
+        GenerationSettings,
+        find_identities,
+        grid_manifest,
+        plan_grid,
+    )
+
+    try:
+        for name in ("seeds", "batch_size"):
+            _check_positive(args, name)
+        identities = find_identities(args.identities)
+        prompts = load_prompts(args.prompts)
+        state = process_state()
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        return _fail(err, 2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    cells = plan_grid(identities, prompts, seeds, baselines=args.clip_i and not args.no_clip)
+    settings = GenerationSettings(
+        args.steps, args.guidance_scale, args.height, args.width, args.negative_prompt
+    )
+    logger.info(
+        "grid: %d identities x %d prompts x %d seeds = %d images, %d process(es)",
+        len(identities), len(prompts), args.seeds, len(identities) * len(prompts) * args.seeds, state.num_processes,
+    )  # fmt: skip
+
+    try:
+        results = _generate(args, cells, out, settings, state)
+    except (OSError, ValueError) as err:  # WeightsNotFoundError is an OSError
+        return _fail(err, 1)
+
+    entries = grid_manifest(cells, out)
+    errors = {}
+    for result in results:
+        if result.error:
+            errors.update({result.cell.image_path(out, seed): result.error for seed in result.cell.seeds})
+    problems = [
+        ManifestProblem(e.line, errors[e.image], image=str(e.image)) for e in entries if e.image in errors
+    ]
+    usable = [entry for entry in entries if entry.image not in errors]
+    if state.is_main_process:
+        write_manifest(entries, out / "manifest.jsonl")
+    run_settings = {
+        "command": "run",
+        "model": str(args.model),
+        "identities": str(args.identities),
+        "prompts": str(args.prompts),
+        "seeds": list(seeds),
+        "generation": settings.pipeline_kwargs(),
+        "processes": state.num_processes,
+    }
+    return _score_and_report(args, usable, problems, run_settings, state)
+
+
+def _score_and_report(args: argparse.Namespace, entries: list, problems: list, settings: dict, state) -> int:
+    """Score ``entries`` (split across processes when launched so), then write the reports on the main process."""
+    from pathlib import Path
+
+    from faceclip.devices import resolve_device
+    from faceclip.evaluation.clip_score import CLIPScorer
+    from faceclip.evaluation.identity import IdentityScorer
+    from faceclip.evaluation.parallel import distributed_map
+    from faceclip.evaluation.report import REPORT_FILES, build_report, write_reports
+    from faceclip.evaluation.score import ScoreResult, score_entries
+    from faceclip.face import FaceAnalyzer
+
+    main_process = state is None or state.is_main_process
+    try:
+        device = (
+            state.device if state is not None and state.num_processes > 1 else resolve_device(args.device)
+        )
+        identity = IdentityScorer(FaceAnalyzer(backend=args.face_backend))
+        recognizer = identity.recognizer_name  # loads the recogniser now, so a missing model fails early
+        clip = None if args.no_clip else CLIPScorer.from_pretrained(args.clip_model)
+    except (
+        OSError,
+        ValueError,
+        ImportError,
+    ) as err:  # WeightsNotFoundError, FaceModelNotFoundError are OSErrors
+        return _fail(err, 1)
+    if clip is not None:
+        clip.model.to(device)
+
+    def score_share(share: list) -> list[ScoreResult]:
+        return [score_entries(share, identity, clip, batch_size=args.batch_size, progress=main_process)]
+
+    result = ScoreResult(problems=list(problems))
+    for part in distributed_map(score_share, entries, state):
+        result.extend(part)
+    if not main_process:
+        return 0
+
+    report = build_report(result.scores, result.problems, recognizer, clip.name if clip else None, settings)
+    write_reports(report, args.out, contact_sheet=not args.no_contact_sheet)
+    overall = report["aggregates"]["overall"]
+    print(_summary_line(overall, len(result.problems)), file=sys.stderr)
+    print(f"report: {Path(args.out) / REPORT_FILES['markdown']}", file=sys.stderr)
+    if not result.scores:
+        print("faceclip eval: no image could be scored; see the problems above.", file=sys.stderr)
+        return 1
+    return 1 if args.strict and result.problems else 0
+
+
+def _summary_line(overall: dict, n_problems: int) -> str:
+    parts = [f"scored {overall['n_images']} image(s)"]
+    if overall["id_sim"]:
+        parts.append(f"ID-Sim {overall['id_sim']['mean']:.4f}")
+        parts.append(f"no-face rate {overall['no_face_rate']:.3f}")
+    if overall["clip_t"]:
+        parts.append(f"CLIP-T {overall['clip_t']['mean']:.2f}")
+    if overall["clip_i"]:
+        parts.append(f"CLIP-I {overall['clip_i']['mean']:.4f}")
+    parts.append(f"{n_problems} problem(s)")
+    return ", ".join(parts)
+
+
+def _generate(args: argparse.Namespace, cells: list, out, settings, state) -> list:
+    """Load the pipeline and generate this process's share of ``cells``; gather every process's results."""
+    from faceclip.devices import resolve_device, resolve_dtype
+    from faceclip.evaluation.parallel import distributed_map
+    from faceclip.evaluation.run import generate_cells
+    from faceclip.pipelines import load_pipeline
+
+    device = state.device if state.num_processes > 1 else resolve_device(args.device)
+    pipe = load_pipeline(args.model, torch_dtype=resolve_dtype(args.dtype, device)).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    metadata = {"model": str(args.model)}
+
+    def generate_share(share: list) -> list:
+        return generate_cells(
+            pipe,
+            share,
+            out,
+            settings,
+            overwrite=args.overwrite,
+            metadata=metadata,
+            progress=state.is_main_process,
+        )
+
+    return distributed_map(generate_share, cells, state)
+
+
+def _state_or_none():
+    """Accelerate's process state when accelerate is installed (so `accelerate launch` splits the work)."""
+    try:
+        from faceclip.evaluation.parallel import process_state
+
+        return process_state()
+    except ImportError:
+        return None
+
+
+def _check_positive(args: argparse.Namespace, name: str) -> None:
+    if getattr(args, name) < 1:
+        raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+
+
+def _fail(error: BaseException, code: int) -> int:
+    print(f"faceclip eval: {error}", file=sys.stderr)
+    return code

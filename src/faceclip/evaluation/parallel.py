@@ -26,10 +26,12 @@ def process_state():
 
 
 def distributed_map(fn: Callable[[list[T]], list[R]], items: Sequence[T], state=None) -> list[R]:
-    """Run ``fn`` on this process's share of ``items``; return every process's results, in ``items`` order.
+    """Run ``fn`` on this process's share of ``items``; return all processes' results, in ``items`` order.
+
+    Shares are contiguous slices in process order, so concatenating the gathered lists keeps the order.
 
     Args:
-        fn: maps a list of items to a list of results (one per item, same order).
+        fn: maps a list of items to a list of results.
         items: the work, identical on every process.
         state: an Accelerate ``PartialState``; ``None`` runs ``fn`` on all items here, without Accelerate.
 
@@ -42,6 +44,4 @@ def distributed_map(fn: Callable[[list[T]], list[R]], items: Sequence[T], state=
 
     with state.split_between_processes(list(items)) as share:
         local = fn(list(share))
-    if len(local) != len(share):
-        raise RuntimeError(f"distributed_map: fn returned {len(local)} results for {len(share)} items.")
     return gather_object(local)
