@@ -96,18 +96,27 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
         if path is None:
             return None, None, None, FACE_HINT
         try:
-            photo = handlers.read_photo(path)
-            preview = handlers.prepare_face(pipe, photo)
-        except DemoError as error:
+            preview = handlers.prepare_face(pipe, handlers.read_photo(path))
+        except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
             logger.info("photo refused: %s", error)
-            raise gr.Error(str(error), title="Cannot use this photo", print_exception=False) from None
+            gr.Warning(str(error), title="Cannot use this photo")
+            return None, None, None, f"**Cannot use this photo.** {error}"
+        except Exception:
+            logger.exception("face preparation failed")
+            raise gr.Error(
+                "Something went wrong while reading this photo; the details are in the server log.",
+                title="Cannot use this photo",
+                print_exception=False,
+            ) from None
         return preview.face, preview.annotated, preview.aligned, preview.message
 
     def on_generate(
         face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress=progress_tracker
     ):
         if face is None:
-            raise gr.Error("Upload a photo with a face first.", title="No face yet", print_exception=False)
+            gr.Warning("Upload a photo with a face first.", title="No face yet")
+            yield gr.skip(), gr.skip()
+            return
         try:
             width, height = handlers.parse_size(size)
             settings = GenerationSettings(
@@ -121,7 +130,9 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                 height=height,
             ).validate(max_images=config.max_images, max_steps=config.max_steps)
         except DemoError as error:
-            raise gr.Error(str(error), title="Check the settings", print_exception=False) from None
+            gr.Warning(str(error), title="Check the settings")
+            yield gr.skip(), gr.skip()
+            return
         progress(0.0, desc="Starting")
         paths: list[str] = []
         try:
@@ -189,8 +200,9 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                             maximum=handlers.MAX_SEED,
                             label="Seed",
                             scale=4,
+                            elem_id="seed",
                         )
-                        randomise = gr.Button("🎲 Random seed", scale=1, elem_id="randomise")
+                        randomise = gr.Button("Random seed", scale=1, elem_id="randomise")
                 generate = gr.Button("3. Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=6):
                 gallery = gr.Gallery(
