@@ -1,0 +1,356 @@
+"""Loading FaceCLIP-SDXL: our saved layout, the released weights (converted once, then cached), or tiny random.
+
+Three kinds of ``model`` are accepted by :func:`load_pipeline`:
+
+- ``"tiny-random"``: tiny random components (offline, seconds; the images are noise);
+- a folder or hub repo written by ``FaceCLIPStableDiffusionXLPipeline.save_pretrained`` (``model_index.json``);
+- the released weights: the ``ByteDance/FaceCLIP`` hub repo, or a folder holding its ``model/face_clip_encoder.pt``
+  and ``model/unet.pt``, plus SDXL base (``stabilityai/stable-diffusion-xl-base-1.0`` or a local copy) for the
+  VAE, the scheduler and the UNet config. The pickled ``.pt`` files are converted to safetensors on first use
+  into a cache folder (``$FACECLIP_CACHE``, default ``$HF_HOME/faceclip``); later starts load the converted files
+  and need neither the ``.pt`` files nor the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from faceclip.hub import NONCOMMERCIAL_NOTICE, WeightsNotFoundError, is_offline, resolve_file
+from faceclip.pipelines.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
+from faceclip.pipelines.sdxl_configs import SDXL_BASE
+from faceclip.pipelines.tiny import TINY_RANDOM, build_tiny_components
+from faceclip.pipelines.unet_conversion import convert_released_unet
+
+logger = logging.getLogger(__name__)
+
+RELEASED_REPO = "ByteDance/FaceCLIP"
+RELEASED_ENCODER_FILE = "model/face_clip_encoder.pt"
+RELEASED_UNET_FILE = "model/unet.pt"
+CONVERSION_RECORD = "conversion.json"
+COMPONENTS = ("vae", "unet", "scheduler", "faceclip_encoder")
+
+_SDXL_CONFIG_FILES = {
+    "unet/config.json": "the SDXL UNet config",
+    "vae/config.json": "the SDXL VAE config",
+    "scheduler/scheduler_config.json": "the SDXL scheduler config",
+}
+_SDXL_VAE_WEIGHTS = {
+    None: "vae/diffusion_pytorch_model.safetensors",
+    "fp16": "vae/diffusion_pytorch_model.fp16.safetensors",
+}
+
+
+def load_pipeline(
+    model: str | os.PathLike = RELEASED_REPO,
+    *,
+    sdxl: str | os.PathLike = SDXL_BASE,
+    torch_dtype: torch.dtype | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> FaceCLIPStableDiffusionXLPipeline:
+    """Load a FaceCLIP-SDXL pipeline (on the CPU; move it with ``.to(device)`` or ``enable_model_cpu_offload()``).
+
+    Args:
+        model: ``"tiny-random"``, a folder or hub id saved by ``save_pretrained``, or the released weights
+            (``"ByteDance/FaceCLIP"`` or a folder with ``model/face_clip_encoder.pt`` and ``model/unet.pt``).
+        sdxl: SDXL base hub id or folder, for the released weights only (VAE, scheduler, UNet config).
+        torch_dtype: weight dtype (e.g. ``torch.bfloat16``); ``None`` keeps the stored dtype.
+        cache_dir: where converted released weights are kept (default :func:`default_cache_dir`).
+
+    Raises:
+        faceclip.hub.WeightsNotFoundError: files are missing; the message lists them all, where we looked, and
+            how to get them.
+    """
+    if str(model) == TINY_RANDOM:
+        pipe = FaceCLIPStableDiffusionXLPipeline(**build_tiny_components())
+        logger.info(
+            "tiny-random: tiny random weights; the images will be noise (for testing the pipeline only)"
+        )
+    elif is_released_layout(model):
+        pipe = FaceCLIPStableDiffusionXLPipeline(
+            **load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
+        )
+    else:
+        return FaceCLIPStableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
+
+
+def is_released_layout(model: str | os.PathLike) -> bool:
+    """True for ``ByteDance/FaceCLIP`` and for local folders without ``model_index.json`` (released layout)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return not (local / "model_index.json").is_file()
+    return str(model).lower() == RELEASED_REPO.lower()
+
+
+# ---------------------------------------------------------------------------------------------- our layout
+
+
+def load_components(
+    source: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs
+) -> dict[str, object]:
+    """Components saved by ``FaceCLIPStableDiffusionXLPipeline.save_pretrained`` (folder or hub id).
+
+    Args:
+        source: the folder or hub repo.
+        torch_dtype: dtype for the model weights; ``None`` keeps the saved dtype.
+        **kwargs: ``revision`` for hub repos.
+    """
+    import diffusers
+
+    from faceclip.models import FaceCLIPEncoder
+
+    index_path = resolve_file(
+        source,
+        "model_index.json",
+        what="the FaceCLIP-SDXL pipeline index",
+        revision=kwargs.get("revision"),
+        hint="Pass a folder written by FaceCLIPStableDiffusionXLPipeline.save_pretrained, "
+        f"or '{RELEASED_REPO}' for the released weights.",
+    )
+    root = (
+        index_path.parent if Path(source).expanduser().is_dir() else _snapshot(source, kwargs.get("revision"))
+    )
+    index = json.loads(index_path.read_text())
+    missing = [name for name in COMPONENTS if name not in index]
+    if missing:
+        raise ValueError(f"{index_path}: not a FaceCLIP-SDXL pipeline (no {', '.join(missing)} entries).")
+    library, class_name = index["scheduler"]
+    scheduler_cls = getattr(diffusers, class_name, None)
+    if library != "diffusers" or scheduler_cls is None:
+        raise ValueError(
+            f"{index_path}: unsupported scheduler {library}.{class_name}; use a diffusers scheduler."
+        )
+    try:
+        return {
+            "vae": AutoencoderKL.from_pretrained(root / "vae", torch_dtype=torch_dtype),
+            "unet": UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=torch_dtype),
+            "scheduler": scheduler_cls.from_pretrained(root / "scheduler"),
+            "faceclip_encoder": FaceCLIPEncoder.from_pretrained(
+                root / "faceclip_encoder", torch_dtype=torch_dtype
+            ),
+        }
+    except OSError as err:
+        raise WeightsNotFoundError(
+            f"Could not load the FaceCLIP-SDXL pipeline from {source}: {err}\n"
+            "The folder must hold vae/, unet/, scheduler/ and faceclip_encoder/ as written by save_pretrained."
+        ) from err
+
+
+def _snapshot(repo_id: str | os.PathLike, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(repo_id), revision=revision, local_files_only=is_offline()))
+    except Exception as err:  # network, auth, not cached: all end as the same actionable error
+        raise WeightsNotFoundError(
+            f"Could not download the FaceCLIP-SDXL pipeline '{repo_id}' ({type(err).__name__}: {err}).\n"
+            f"Download it while online (hf download {repo_id}) or pass a local folder (--model PATH)."
+        ) from err
+
+
+# ----------------------------------------------------------------------------------------- released weights
+
+
+def default_cache_dir() -> Path:
+    """``$FACECLIP_CACHE`` if set, else ``$HF_HOME/faceclip`` (``~/.cache/huggingface/faceclip``)."""
+    if os.environ.get("FACECLIP_CACHE"):
+        return Path(os.environ["FACECLIP_CACHE"]).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME).expanduser() / "faceclip"
+
+
+def converted_dir(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the converted safetensors of the released weights at ``model`` live (or will live)."""
+    local = Path(model).expanduser()
+    key = str(local.resolve()) if local.is_dir() else str(model)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", key.strip("/"))[-60:]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return Path(cache_dir or default_cache_dir()) / "converted" / f"{slug}-{digest}"
+
+
+@dataclass(frozen=True)
+class _Missing:
+    what: str
+    source: str
+    filenames: tuple[str, ...]
+    where: str
+
+
+def load_released_components(
+    model: str | os.PathLike = RELEASED_REPO,
+    sdxl: str | os.PathLike = SDXL_BASE,
+    torch_dtype: torch.dtype | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, object]:
+    """Components from the released FaceCLIP-SDXL weights and SDXL base, converting the ``.pt`` files once.
+
+    Args:
+        model: ``"ByteDance/FaceCLIP"`` or a folder holding ``model/face_clip_encoder.pt`` and ``model/unet.pt``.
+        sdxl: SDXL base hub id or folder (``unet/config.json``, ``vae/``, ``scheduler/``).
+        torch_dtype: dtype for the model weights; ``None`` keeps the stored dtype.
+        cache_dir: root of the converted-weights cache (default :func:`default_cache_dir`).
+
+    Raises:
+        faceclip.hub.WeightsNotFoundError: listing every missing file, where it was looked for, and how to get it.
+    """
+    import diffusers
+
+    from faceclip.models import FaceCLIPEncoder
+
+    logger.warning(NONCOMMERCIAL_NOTICE)
+    target = converted_dir(model, cache_dir)
+    needs_conversion = _conversion_outdated(target, model)
+    found: dict[str, Path] = {}
+    missing: list[_Missing] = []
+    files = dict(_SDXL_CONFIG_FILES)
+    if needs_conversion:
+        files = {
+            RELEASED_ENCODER_FILE: "the FaceCLIP encoder weights",
+            RELEASED_UNET_FILE: "the FaceCLIP-SDXL UNet",
+        } | files
+    for filename, what in files.items():
+        source = model if filename.startswith("model/") else sdxl
+        _probe(source, filename, what, found, missing)
+    vae_variant = _probe_vae_weights(sdxl, torch_dtype, found, missing)
+    if missing:
+        raise WeightsNotFoundError(_missing_message(missing))
+
+    if needs_conversion:
+        _convert(model, found, target)
+    scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
+    scheduler_cls = getattr(
+        diffusers, scheduler_config.get("_class_name", ""), diffusers.EulerDiscreteScheduler
+    )
+    return {
+        "vae": AutoencoderKL.from_pretrained(
+            found["vae/config.json"].parent, torch_dtype=torch_dtype, variant=vae_variant
+        ),
+        "unet": UNet2DConditionModel.from_pretrained(target / "unet", torch_dtype=torch_dtype),
+        "scheduler": scheduler_cls.from_config(scheduler_config),
+        "faceclip_encoder": FaceCLIPEncoder.from_pretrained(
+            target / "faceclip_encoder", torch_dtype=torch_dtype
+        ),
+    }
+
+
+def _probe(source, filename: str, what: str, found: dict[str, Path], missing: list[_Missing]) -> None:
+    try:
+        found[filename] = resolve_file(source, filename, what=what)
+    except WeightsNotFoundError as err:
+        where = next((line for line in str(err).splitlines() if line.startswith("Looked in:")), "")
+        missing.append(
+            _Missing(what, str(source), (filename,), where.removeprefix("Looked in: ").rstrip("."))
+        )
+
+
+def _probe_vae_weights(sdxl, torch_dtype, found: dict[str, Path], missing: list[_Missing]) -> str | None:
+    """Find SDXL's VAE weights, full precision or the ``fp16`` variant; returns the variant found."""
+    order = ["fp16", None] if torch_dtype in (torch.float16, torch.bfloat16) else [None, "fp16"]
+    tried = []
+    for variant in order:
+        probe: list[_Missing] = []
+        _probe(sdxl, _SDXL_VAE_WEIGHTS[variant], "the SDXL VAE weights", found, probe)
+        if not probe:
+            return variant
+        tried.append(probe[0])
+    missing.append(
+        _Missing(
+            "the SDXL VAE weights (either file)", str(sdxl), tuple(_SDXL_VAE_WEIGHTS.values()), tried[0].where
+        )
+    )
+    return None
+
+
+def _missing_message(missing: list[_Missing]) -> str:
+    lines = [f"FaceCLIP-SDXL cannot be loaded: {len(missing)} required file(s) not found."]
+    for item in missing:
+        lines.append(f"  - {item.what}: {' or '.join(item.filenames)} (looked in {item.where})")
+    lines.append("To fix this, download them while online:")
+    by_source: dict[str, list[str]] = {}
+    for item in missing:
+        by_source.setdefault(item.source, []).append(item.filenames[0])
+    for source, filenames in by_source.items():
+        if Path(source).expanduser().exists():
+            lines.append(f"    put {' '.join(filenames)} inside {source}")
+        else:
+            lines.append(f"    hf download {source} {' '.join(filenames)}")
+    lines.append(
+        "or pass local folders: --model DIR (with model/face_clip_encoder.pt and model/unet.pt, or a folder "
+        "written by save_pretrained) and --sdxl DIR (a copy of stabilityai/stable-diffusion-xl-base-1.0)."
+    )
+    if is_offline():
+        lines.append("HF_HUB_OFFLINE is set, so only the local Hugging Face cache was searched.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- conversion cache
+
+
+def _current_file(model: str | os.PathLike, filename: str) -> Path | None:
+    """The released file if it is on disk right now (no download)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        path = local / filename
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(model), filename)
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _fingerprint(path: Path) -> dict[str, object]:
+    real = path.resolve()
+    stat = real.stat()
+    return {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _conversion_outdated(target: Path, model: str | os.PathLike) -> bool:
+    """True if there is no finished conversion, or the released files on disk changed since it was made."""
+    record_path = target / CONVERSION_RECORD
+    if not record_path.is_file():
+        return True
+    record = json.loads(record_path.read_text())
+    for filename in (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE):
+        current = _current_file(model, filename)
+        if current is not None and _fingerprint(current) != record["files"].get(filename):
+            logger.info("%s changed since it was converted; converting again", current)
+            return True
+    return False
+
+
+def _convert(model: str | os.PathLike, found: dict[str, Path], target: Path) -> None:
+    """Convert both released files into ``target`` (written to a temporary folder, then renamed)."""
+    from faceclip.models import FaceCLIPEncoder
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("converting the released FaceCLIP-SDXL weights to safetensors in %s (once)", target)
+    try:
+        encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE])
+        encoder.save_pretrained(staging / "faceclip_encoder")
+        del encoder
+        unet_config = json.loads(found["unet/config.json"].read_text())
+        convert_released_unet(found[RELEASED_UNET_FILE], unet_config, staging / "unet")
+        record = {
+            "source": str(model),
+            "files": {
+                name: _fingerprint(found[name]) for name in (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE)
+            },
+        }
+        (staging / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
