@@ -30,7 +30,7 @@ class FakePipeline:
         )
         return SimpleNamespace(
             tensor=torch.full((1, 3, 448, 448), 0.5),
-            aligned=Image.new("RGB", (448, 448), (9, 9, 9)),
+            image=Image.new("RGB", (448, 448), (9, 9, 9)),
             detection=detection,
         )
 

@@ -28,6 +28,21 @@ and generate. Each result is a PNG that carries its prompt, seed and settings in
 FACE_HINT = "Upload a photo with one clearly visible face (JPEG, PNG or WebP)."
 
 
+def default_settings() -> GenerationSettings:
+    """The form's starting values: the released model's negative prompt, guidance and portrait size."""
+    from faceclip import pipelines
+
+    return GenerationSettings(
+        prompt=handlers.EXAMPLE_PROMPTS[0],
+        negative_prompt=pipelines.DEFAULT_NEGATIVE_PROMPT,
+        num_images=2,
+        steps=30,
+        guidance_scale=pipelines.DEFAULT_GUIDANCE_SCALE,
+        width=pipelines.DEFAULT_WIDTH,
+        height=pipelines.DEFAULT_HEIGHT,
+    )
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Settings of the page and its server.
@@ -46,9 +61,7 @@ class DemoConfig:
 
     output_dir: Path = Path("outputs/demo")
     model_name: str = ""
-    defaults: GenerationSettings = field(
-        default_factory=lambda: GenerationSettings(prompt=handlers.EXAMPLE_PROMPTS[0])
-    )
+    defaults: GenerationSettings = field(default_factory=default_settings)
     max_images: int = 4
     max_steps: int = 100
     concurrency: int = 1

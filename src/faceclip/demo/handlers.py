@@ -44,8 +44,6 @@ EXAMPLE_PROMPTS: tuple[str, ...] = (
     "a watercolor sketch of a person reading in a cozy cafe",
 )
 
-DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, deformed face, extra limbs, watermark, text"
-
 
 class DemoError(Exception):
     """A problem the user can fix (bad upload, no face, bad setting); the message is shown in the page."""
@@ -64,7 +62,7 @@ class FacePreview:
     """The result of reading an uploaded photo.
 
     Attributes:
-        face: the pipeline's prepared face (``PreparedFace``); pass it back to :func:`generate_images`.
+        face: the pipeline's ``PreparedFace``; pass it back to :func:`generate_images`.
         annotated: the photo (downscaled for display) with the detected box and landmarks drawn on it.
         aligned: the aligned face crop the encoder will see.
         message: a one-line description for the page.
@@ -81,7 +79,7 @@ class GenerationSettings:
     """Everything the page sends to generate images; :meth:`validate` checks it like a form."""
 
     prompt: str
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    negative_prompt: str = ""
     num_images: int = 2
     steps: int = 30
     guidance_scale: float = 5.0
@@ -190,7 +188,7 @@ def prepare_face(pipe: DemoPipeline, photo: Image.Image, display_size: int = 768
     message = (
         f"Face found (detector confidence {float(detection.score):.0%}). This aligned crop will be used."
     )
-    return FacePreview(face=face, annotated=annotated, aligned=face.aligned, message=message)
+    return FacePreview(face=face, annotated=annotated, aligned=face.image, message=message)
 
 
 def draw_detection(photo: Image.Image, detection: Any, display_size: int = 768) -> Image.Image:
@@ -257,7 +255,7 @@ def generate_images(
         result = pipe(
             face_image=face.tensor,
             prompt=settings.prompt,
-            negative_prompt=settings.negative_prompt or None,
+            negative_prompt=settings.negative_prompt,
             num_images_per_prompt=1,
             height=settings.height,
             width=settings.width,
