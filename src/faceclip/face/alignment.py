@@ -23,6 +23,10 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 """(5, 2) landmark positions ``x, y`` in a 112 x 112 crop."""
 
+LANDMARK_WEIGHTS = (1.0, 1.0, 1.0, 0.25, 0.25)
+"""Default least-squares weights of (eyes, nose, mouth corners): the mouth moves with expression, so a smile
+should not pull the eyes off the template. Pass ``(1, 1, 1, 1, 1)`` for InsightFace's unweighted fit."""
+
 
 def arcface_template(size: int = 448) -> np.ndarray:
     """The ArcFace template scaled to a ``size x size`` crop, (5, 2) float64."""
@@ -31,12 +35,13 @@ def arcface_template(size: int = 448) -> np.ndarray:
     return ARCFACE_TEMPLATE_112 * (size / 112.0)
 
 
-def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) taking ``src`` onto ``dst``.
+def umeyama_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted least-squares similarity transform (rotation, uniform scale, translation) taking ``src`` to ``dst``.
 
     Args:
         src: (N, 2) source points, N >= 2.
         dst: (N, 2) target points.
+        weights: (N,) non-negative weight of each point (default: all equal).
 
     Returns:
         (2, 3) float64 matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``. Reflections are excluded.
@@ -45,12 +50,16 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"`src` and `dst` must both be (N, 2) with N >= 2, got {src.shape} and {dst.shape}.")
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(src),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"`weights` must be {len(src)} non-negative numbers, not all zero; got {weights}.")
+    w = w / w.sum()
+    src_mean, dst_mean = w @ src, w @ dst
     src_c, dst_c = src - src_mean, dst - dst_mean
-    src_var = (src_c**2).sum() / len(src)
+    src_var = w @ (src_c**2).sum(1)
     if src_var < 1e-12:
         raise ValueError("`src` points are all identical: cannot estimate a transform.")
-    covariance = dst_c.T @ src_c / len(src)  # (2, 2)
+    covariance = (dst_c * w[:, None]).T @ src_c  # (2, 2)
     u, singular, vt = np.linalg.svd(covariance)
     sign = np.ones(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
@@ -63,12 +72,14 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def estimate_alignment(landmarks: np.ndarray, size: int = 448) -> np.ndarray:
+def estimate_alignment(
+    landmarks: np.ndarray, size: int = 448, weights: tuple[float, ...] = LANDMARK_WEIGHTS
+) -> np.ndarray:
     """(2, 3) transform taking 5 source landmarks (5, 2) onto the ArcFace template of a ``size`` crop."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape != (5, 2):
         raise ValueError(f"`landmarks` must be (5, 2) (eyes, nose, mouth corners), got {landmarks.shape}.")
-    return umeyama_similarity(landmarks, arcface_template(size))
+    return umeyama_similarity(landmarks, arcface_template(size), np.asarray(weights, dtype=np.float64))
 
 
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -100,11 +111,19 @@ def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.n
     )
 
 
-def align_face(image: Image.Image, landmarks: np.ndarray, size: int = 448) -> tuple[Image.Image, np.ndarray]:
+def align_face(
+    image: Image.Image, landmarks: np.ndarray, size: int = 448, weights: tuple[float, ...] = LANDMARK_WEIGHTS
+) -> tuple[Image.Image, np.ndarray]:
     """Warp ``image`` so that ``landmarks`` (5, 2) land on the ArcFace template.
+
+    Args:
+        image: RGB source image.
+        landmarks: (5, 2) eyes, nose, mouth corners in source pixels.
+        size: side of the square crop.
+        weights: least-squares weight of each landmark (see :data:`LANDMARK_WEIGHTS`).
 
     Returns:
         The ``size x size`` RGB crop and the (2, 3) source-to-crop transform.
     """
-    matrix = estimate_alignment(landmarks, size)
+    matrix = estimate_alignment(landmarks, size, weights)
     return Image.fromarray(warp(image, matrix, size)), matrix

@@ -19,19 +19,16 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from faceclip.face.alignment import align_face, estimate_alignment, invert_transform, transform_points, warp
+from faceclip.face.alignment import LANDMARK_WEIGHTS, align_face
 from faceclip.face.detection import FaceDetector, create_detector
 from faceclip.face.image_io import ImageSource, load_image
 from faceclip.face.recognition import RECOGNIZER_INPUT_SIZE, FaceRecognizer, create_recognizer
+from faceclip.face.refinement import refine_landmarks
 from faceclip.face.types import AlignedFace, DetectedFace
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "opencv", "insightface")
-
-# Refinement works on a canvas twice the template crop, so the face sits in its middle with context around it.
-_REFINE_TEMPLATE_SIZE = 160
-_REFINE_CANVAS_SIZE = 2 * _REFINE_TEMPLATE_SIZE
 
 
 class NoFaceFoundError(ValueError):
@@ -48,7 +45,9 @@ class FaceAnalyzer:
         min_score: detections below this confidence are ignored.
         max_side: photos are detected at most this many pixels on their longer side.
         upscale_retry: when nothing is found, retry once on a 2x upscaled copy (small faces).
-        refine_steps: re-detection passes on the aligned crop (0 disables refinement).
+        refine_steps: at most this many re-detection passes on an upright crop (0 disables refinement).
+        landmark_weights: least-squares weights of (eyes, nose, mouth corners) in the alignment fit; the
+            default down-weights the mouth, ``(1, 1, 1, 1, 1)`` reproduces InsightFace's unweighted fit.
         model_dir: folder with the OpenCV Zoo ONNX files (default: bundled ones; opencv backend only).
         insightface_model: insightface model pack name (``"buffalo_l"`` or ``"antelopev2"``).
         insightface_root: insightface model root (default ``~/.insightface``).
@@ -62,7 +61,8 @@ class FaceAnalyzer:
         min_score: float = 0.6,
         max_side: int = 1280,
         upscale_retry: bool = True,
-        refine_steps: int = 2,
+        refine_steps: int = 3,
+        landmark_weights: tuple[float, ...] = LANDMARK_WEIGHTS,
         model_dir: str | os.PathLike | None = None,
         insightface_model: str = "buffalo_l",
         insightface_root: str | os.PathLike | None = None,
@@ -80,6 +80,7 @@ class FaceAnalyzer:
         self.max_side = max_side
         self.upscale_retry = upscale_retry
         self.refine_steps = refine_steps
+        self.landmark_weights = tuple(landmark_weights)
         if backend == "opencv":
             self._backend_kwargs: dict = {"model_dir": model_dir}
         else:
@@ -142,7 +143,7 @@ class FaceAnalyzer:
         faces = self.detect(image)
         face = self._pick(faces, face_index, name)
         face = self.refine(image, face)
-        crop, matrix = align_face(image, face.landmarks, size)
+        crop, matrix = align_face(image, face.landmarks, size, self.landmark_weights)
         return AlignedFace(image=crop, face=face, transform=matrix)
 
     def embed(self, image: ImageSource | AlignedFace, face_index: int | None = None) -> np.ndarray:
@@ -167,27 +168,14 @@ class FaceAnalyzer:
             crop = self.align(image, size=RECOGNIZER_INPUT_SIZE, face_index=face_index).image
         return self.recognizer(crop)
 
-    def refine(self, image: Image.Image, face: DetectedFace) -> DetectedFace:
-        """Re-estimate ``face``'s landmarks by re-detecting it on a loosely aligned crop.
-
-        Each step warps the face upright into a canvas, detects there (where the detector is most accurate),
-        and maps the landmarks back to source pixels. Stops early once they move less than 1% of the eye
-        distance; keeps the previous estimate if the face is not found again.
-        """
-        landmarks = face.landmarks.astype(np.float64)
-        for step in range(self.refine_steps):
-            matrix = estimate_alignment(landmarks, _REFINE_TEMPLATE_SIZE)
-            matrix[:, 2] += _REFINE_TEMPLATE_SIZE / 2  # centre the template in the larger canvas
-            canvas = Image.fromarray(warp(image, matrix, _REFINE_CANVAS_SIZE))
-            found = _central_face(self.detector(canvas), _REFINE_CANVAS_SIZE)
-            if found is None:
-                logger.debug("refinement step %d lost the face; keeping the previous landmarks", step)
-                break
-            updated = transform_points(invert_transform(matrix), found.landmarks)
-            moved = np.abs(updated - landmarks).max() / max(np.linalg.norm(landmarks[1] - landmarks[0]), 1e-6)
-            landmarks = updated
-            if moved < 0.01:
-                break
+    def refine(self, image: ImageSource, face: DetectedFace) -> DetectedFace:
+        """Re-estimate ``face``'s landmarks by re-detecting it on an upright crop (see :mod:`.refinement`)."""
+        if self.refine_steps <= 0:
+            return face
+        image = load_image(image)
+        landmarks = refine_landmarks(
+            self.detector, image, face.landmarks, self.refine_steps, self.landmark_weights
+        )
         return DetectedFace(box=face.box, score=face.score, landmarks=landmarks.astype(np.float32))
 
     def _detect_scaled(self, image: Image.Image, scale: float) -> list[DetectedFace]:
@@ -222,19 +210,6 @@ class FaceAnalyzer:
                 f"use a value from 0 to {len(faces) - 1} (faces are ordered largest first)."
             )
         return faces[index]
-
-
-def _central_face(faces: list[DetectedFace], canvas: int) -> DetectedFace | None:
-    """The detection whose box centre is nearest the canvas centre, if it lies in the middle half."""
-    centre = canvas / 2
-    best, best_distance = None, canvas / 4
-    for face in faces:
-        distance = np.hypot(
-            (face.box[0] + face.box[2]) / 2 - centre, (face.box[1] + face.box[3]) / 2 - centre
-        )
-        if distance < best_distance:
-            best, best_distance = face, distance
-    return best
 
 
 def describe_source(source: object) -> str:

@@ -94,7 +94,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a PIL image of any mode to 8-bit RGB (alpha composited onto white, 16/32-bit rescaled)."""
     if image.mode == "RGB":
         return image.copy()
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode == "F":  # 32-bit float pixels: 0-1, 0-255 or 0-65535 depending on the writer
+        array = np.asarray(image, dtype=np.float64)
+        peak = max(float(array.max(initial=0.0)), 1.0)
+        return array_to_image(array / (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         return array_to_image(np.asarray(image))
     if image.mode == "P" or image.mode == "PA":
         image = image.convert("RGBA")

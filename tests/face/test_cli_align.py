@@ -1,0 +1,91 @@
+"""`faceclip align` through the real entry point: outputs, summary, skipping bad inputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceclip.cli import main
+from faceclip.outputs import read_png_metadata
+
+
+@pytest.fixture
+def photos(tmp_path, astronaut):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    astronaut.save(folder / "astro.jpg", quality=92)
+    astronaut.rotate(20, resample=Image.Resampling.BICUBIC, expand=True).save(folder / "tilted.png")
+    (folder / "readme.txt").write_text("not an image, and not picked up from a folder")
+    return folder
+
+
+def test_align_folder_writes_crop_and_json(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["align", str(photos), "--out", str(out), "--size", "224"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["astro.json", "astro.png", "tilted.json", "tilted.png"]
+    with Image.open(out / "astro.png") as crop:
+        assert crop.size == (224, 224)
+    record = json.loads((out / "astro.json").read_text())
+    assert record["size"] == 224 and record["source"].endswith("astro.jpg")
+    assert len(record["box"]) == 4 and 0.5 < record["score"] <= 1
+    assert np.asarray(record["landmarks"]).shape == (5, 2)
+    assert np.asarray(record["transform"]).shape == (2, 3)
+    assert read_png_metadata(out / "astro.png")["faceclip_align"]["landmarks"] == record["landmarks"]
+    # landmarks are in source pixels: the astronaut's left eye sits near x=138, y=102
+    assert abs(record["landmarks"][0][0] - 138) < 8 and abs(record["landmarks"][0][1] - 102) < 8
+    err = capsys.readouterr().err
+    assert "aligned 2 of 2 image(s)" in err and "failed" not in err
+
+
+def test_bad_inputs_are_reported_skipped_and_fail_the_run(photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.new("RGB", (200, 160), (90, 140, 200)).save(photos / "sky.png")
+    out = tmp_path / "out"
+    code = main(["align", str(photos), str(tmp_path / "missing.jpg"), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.png" in err and "corrupt" in err
+    assert "sky.png" in err and "No face found" in err
+    assert "missing.jpg" in err and "not found" in err
+    assert "aligned 2 of 5 image(s)" in err and "3 failed" in err
+    # nothing is written for a failed input, and no temporary files are left behind
+    assert sorted(p.name for p in out.iterdir()) == ["astro.json", "astro.png", "tilted.json", "tilted.png"]
+
+
+def test_face_index_beyond_faces_found(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["align", str(photos / "astro.jpg"), "--out", str(out), "--face-index", "3"]) == 1
+    assert "`face_index`=3 but only 1 face(s)" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_same_stem_in_two_folders_does_not_overwrite(tmp_path, astronaut):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        astronaut.save(tmp_path / name / "face.png")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "align",
+                str(tmp_path / "a" / "face.png"),
+                str(tmp_path / "b"),
+                "--out",
+                str(out),
+                "--size",
+                "112",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["face-1.json", "face-1.png", "face.json", "face.png"]
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert main(["align", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "no image files found" in capsys.readouterr().err
+    assert main(["align", str(tmp_path), "--out", str(tmp_path / "out"), "--size", "8"]) == 2
+    assert "--size must be at least 16" in capsys.readouterr().err
