@@ -1,0 +1,199 @@
+"""`faceclip eval run` end to end on the tiny random pipeline (its images are noise, so they have no face)."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from faceclip.cli import main
+from faceclip.evaluation.run import (
+    GenerationSettings,
+    GridCell,
+    Identity,
+    find_identities,
+    generate_cells,
+    grid_manifest,
+    plan_grid,
+)
+from faceclip.face import NoFaceFoundError
+from faceclip.outputs import read_png_metadata
+
+
+def test_plan_grid_and_manifest_numbering(tmp_path):
+    ids = [Identity("a", tmp_path / "a.png"), Identity("b", tmp_path / "b.png")]
+    cells = plan_grid(ids, ["p0", "p1"], [5, 6], baselines=True)
+    assert len(cells) == 2 * 2 + 2 and cells[-1].identity is None
+    entries = grid_manifest(cells, tmp_path)
+    assert [e.line for e in entries] == list(range(1, 9))
+    assert [(e.identity, e.prompt, e.seed) for e in entries[:3]] == [
+        ("a", "p0", 5),
+        ("a", "p0", 6),
+        ("a", "p1", 5),
+    ]
+    assert entries[0].image == tmp_path / "images" / "a" / "p000_seed5.png"
+    assert entries[3].baseline == tmp_path / "baselines" / "p001_seed6.png"
+    assert GridCell(None, 2, "p", (0,)).image_path(tmp_path, 0) == tmp_path / "baselines" / "p002_seed0.png"
+
+
+def test_find_identities(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--identities"):
+        find_identities(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="holds no image"):
+        find_identities(tmp_path)
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert [i.name for i in find_identities(tmp_path)] == ["a", "b"]
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="share the name"):
+        find_identities(tmp_path)
+
+
+class RecordingPipeline:
+    """Stands in for the pipeline to check how cells are turned into calls (the real one runs in the slow test)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.calls, self.prepared = [], []
+
+    def prepare_face(self, reference):
+        self.prepared.append(reference.name)
+        if reference.name.startswith("noface"):
+            raise NoFaceFoundError(f"No face found in {reference}")
+        return f"face:{reference.name}"
+
+    def __call__(self, num_images_per_prompt, generator, **kwargs):
+        self.calls.append(
+            {"n": num_images_per_prompt, "seeds": [g.initial_seed() for g in generator], **kwargs}
+        )
+        return SimpleNamespace(images=[Image.new("RGB", (8, 8), "gray")] * num_images_per_prompt)
+
+
+def test_generate_cells_seeds_resume_and_failures(tmp_path):
+    ids = [Identity("a", tmp_path / "a.png"), Identity("noface", tmp_path / "noface.png")]
+    cells = plan_grid(ids, ["p0", "p1"], [3, 4])
+    pipe = RecordingPipeline()
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a" / "p001_seed3.png")  # already made: kept
+    settings = GenerationSettings(num_inference_steps=2, height=64)
+    results = generate_cells(pipe, cells, tmp_path, settings, metadata={"model": "m"}, progress=False)
+
+    assert [r.error is None for r in results] == [True, True, False, False]
+    assert results[2].error.startswith("not generated: No face found")
+    assert pipe.prepared == ["a.png", "noface.png"]  # once per identity, also when it fails
+    assert pipe.calls == [
+        {
+            "n": 2,
+            "seeds": [3, 4],
+            "face_image": "face:a.png",
+            "prompt": "p0",
+            "num_inference_steps": 2,
+            "height": 64,
+        },
+        {
+            "n": 1,
+            "seeds": [4],
+            "face_image": "face:a.png",
+            "prompt": "p1",
+            "num_inference_steps": 2,
+            "height": 64,
+        },
+    ]
+    metadata = read_png_metadata(tmp_path / "images" / "a" / "p001_seed4.png")
+    assert (
+        metadata["seed"] == 4
+        and metadata["prompt"] == "p1"
+        and metadata["model"] == "m"
+        and metadata["identity"] == "a"
+    )
+
+    again = generate_cells(pipe, cells[:2], tmp_path, settings, progress=False)
+    assert len(pipe.calls) == 2 and [len(r.paths) for r in again] == [2, 2]
+
+
+def _run_args(tmp_path, astronaut, noise_image, clip_dir, out_name="run"):
+    identities = tmp_path / "identities"
+    identities.mkdir(exist_ok=True)
+    astronaut.save(identities / "astronaut.png")
+    noise_image.save(identities / "zz_noface.png")  # a reference without a face: its lines become problems
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# comment\na portrait of a person\n")
+    out = tmp_path / out_name
+    args = ["eval", "run", "--model", "tiny-random", "--identities", str(identities), "--prompts", str(prompts),
+            "--seeds", "2", "--steps", "2", "--height", "64", "--width", "64", "--clip-i", "--out", str(out),
+            "--clip-model", str(clip_dir), "--face-backend", "opencv", "--device", "cpu"]  # fmt: skip
+    return args, out
+
+
+def _check_run_folder(out):
+    names = {
+        "report.json",
+        "report.md",
+        "per_prompt.png",
+        "id_sim_vs_clip_t.png",
+        "contact_sheet.png",
+        "manifest.jsonl",
+    }
+    assert names <= {p.name for p in out.iterdir()}
+    images = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if p.parent != out)
+    assert images == [
+        "baselines/p000_seed0.png",
+        "baselines/p000_seed1.png",
+        "images/astronaut/p000_seed0.png",
+        "images/astronaut/p000_seed1.png",
+    ]
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(m["identity"], m["seed"]) for m in manifest] == [("astronaut", 0), ("astronaut", 1), ("zz_noface", 0),
+                                                              ("zz_noface", 1)]  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["model"] == "tiny-random" and report["recognizer"] == "opencv-sface"
+    assert [(i["line"], i["face_detected"], i["id_sim"]) for i in report["images"]] == [
+        (1, False, 0.0),
+        (2, False, 0.0),
+    ]
+    assert all(i["clip_t"] is not None and i["clip_i"] is not None for i in report["images"])
+    assert report["aggregates"]["overall"]["no_face_rate"] == 1.0
+    assert [(p["line"], p["message"][:14]) for p in report["problems"]] == [
+        (3, "not generated:"),
+        (4, "not generated:"),
+    ]
+    return report
+
+
+@pytest.mark.slow
+def test_eval_run_tiny_random_writes_every_report_file(tmp_path, astronaut, noise_image, tiny_clip_dir):
+    args, out = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir)
+    assert main(args) == 0
+    _check_run_folder(out)
+
+    # A second run keeps the images already made (resume) and scores them again.
+    first = out / "images" / "astronaut" / "p000_seed0.png"
+    stamp = first.stat().st_mtime_ns
+    assert main([*args, "--no-clip"]) == 0
+    assert first.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_eval_run_split_across_two_processes_matches_one(tmp_path, astronaut, noise_image, tiny_clip_dir):
+    args, out = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "faceclip"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*launch, *args], check=True, env=env, timeout=900)
+    two = _check_run_folder(out)
+    assert two["settings"]["processes"] == 2
+
+    args, single = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir, out_name="single")
+    assert main(args) == 0
+    one = json.loads((single / "report.json").read_text())
+    for image in ("images/astronaut/p000_seed1.png", "baselines/p000_seed0.png"):
+        assert (single / image).read_bytes() == (out / image).read_bytes()
+    assert [i["clip_t"] for i in one["images"]] == pytest.approx(
+        [i["clip_t"] for i in two["images"]], abs=1e-4
+    )
