@@ -64,8 +64,8 @@ def build_report(
         "settings": dict(settings or {}),
         "counts": {"scored": len(scores), "problems": len(problems)},
         "aggregates": aggregate(scores),
-        "images": [score.to_json() for score in scores],
-        "problems": [problem.to_json() for problem in problems],
+        "images": [score.to_json() for score in sorted(scores, key=lambda s: s.line)],
+        "problems": [problem.to_json() for problem in sorted(problems, key=lambda p: p.line)],
     }
 
 
