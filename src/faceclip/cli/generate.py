@@ -1,14 +1,242 @@
-"""`faceclip generate`: not implemented yet."""
+"""`faceclip generate`: new photos of the person in a face photo, one PNG per image plus a contact sheet.
+
+Image ``k`` of every prompt uses seed ``SEED + k``, so prompts are compared on the same noise and any image
+can be reproduced alone from the seed in its metadata. Each PNG records the prompt, negative prompt, seed,
+steps, guidance, size, model and the SHA-256 of the face file in its text chunks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ByteDance/FaceCLIP"
+TINY_DEFAULTS = {"steps": 4, "size": (128, 96)}
+"""``--model tiny-random`` defaults: its output is noise, so it is kept small and fast."""
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate images of the person in a face photo",
+        description="Generate new photos of the person in --face from one or more prompts (FaceCLIP-SDXL).",
+    )
+    parser.add_argument("--face", required=True, type=Path, metavar="PHOTO", help="a photo showing the face")
+    parser.add_argument(
+        "--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for several)"
+    )
+    parser.add_argument("--prompts-file", type=Path, metavar="F", help="a text file with one prompt per line")
+    parser.add_argument(
+        "--negative-prompt", metavar="TEXT", help="default: the released model's negative prompt"
+    )
+    parser.add_argument(
+        "-n", "--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)"
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="S", help="seed of the first image of each prompt (default: random)"
+    )
+    parser.add_argument("--steps", type=int, help="denoising steps (default: 50; 4 for tiny-random)")
+    parser.add_argument(
+        "--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5.0)"
+    )
+    parser.add_argument(
+        "--size",
+        metavar="HxW",
+        help="image height x width, multiples of 8 (default 1152x864; 128x96 for tiny-random)",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="ID_OR_DIR",
+        help=f"'{DEFAULT_MODEL}' (released weights, default), a folder or hub id saved by the pipeline, "
+        "a folder holding model/face_clip_encoder.pt and model/unet.pt, or 'tiny-random' (noise, for testing)",
+    )
+    parser.add_argument(
+        "--sdxl",
+        default="stabilityai/stable-diffusion-xl-base-1.0",
+        metavar="ID_OR_DIR",
+        help="SDXL base (VAE, scheduler, UNet config) for the released weights",
+    )
+    parser.add_argument("--face-index", type=int, metavar="N", help="which face if several (largest first)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("faceclip-outputs"), metavar="DIR", help="output folder"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    parser.add_argument(
+        "--offload", action="store_true", help="keep models on the CPU and move each to the GPU when it runs"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("faceclip generate: not implemented yet")
+    try:
+        return _generate(args)
+    except UserError as error:
+        print(f"faceclip generate: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from faceclip import __version__
+    from faceclip.devices import resolve_device, resolve_dtype
+    from faceclip.outputs import make_grid, save_png
+    from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, TINY_RANDOM
+
+    tiny = args.model == TINY_RANDOM
+    prompts = read_prompts(args.prompt, args.prompts_file)
+    height, width = parse_size(args.size) if args.size else TINY_DEFAULTS["size"] if tiny else (1152, 864)
+    steps = args.steps or (TINY_DEFAULTS["steps"] if tiny else 50)
+    if args.num_images < 1 or steps < 1:
+        raise UserError(f"-n and --steps must be at least 1; got -n {args.num_images}, --steps {steps}.")
+    check_writable(args.out)
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.offload and device.type == "cpu":
+        raise UserError(
+            "--offload moves models between the CPU and an accelerator; there is none (--device cpu)."
+        )
+
+    face_hash = sha256_file(args.face)
+    face = prepare_face(args.face, args.face_index)
+    pipe = load(args.model, args.sdxl, dtype)
+    if tiny:
+        print("faceclip generate: tiny-random has random weights: the images are noise.", file=sys.stderr)
+    if args.offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(desc="steps", leave=False, file=sys.stderr)
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    negative = args.negative_prompt if args.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
+    with torch.no_grad():
+        embeds, pooled = pipe.encode_prompt(face, prompts)  # the face is encoded once for all prompts
+    images, total = [], len(prompts) * args.num_images
+    with tqdm(total=total, desc="images", unit="image", file=sys.stderr) as bar:
+        for p, prompt in enumerate(prompts):
+            for k in range(args.num_images):
+                image = pipe(
+                    prompt_embeds=embeds[p : p + 1],
+                    pooled_prompt_embeds=pooled[p : p + 1],
+                    negative_prompt=negative,
+                    height=height,
+                    width=width,
+                    num_inference_steps=steps,
+                    guidance_scale=args.guidance,
+                    generator=torch.Generator().manual_seed(seed + k),
+                ).images[0]
+                metadata = {
+                    "prompt": prompt,
+                    "negative_prompt": negative,
+                    "seed": seed + k,
+                    "steps": steps,
+                    "guidance": args.guidance,
+                    "size": f"{height}x{width}",
+                    "model": str(args.model),
+                    "face_file": args.face.name,
+                    "face_sha256": face_hash,
+                    "face_index": args.face_index,
+                    "scheduler": type(pipe.scheduler).__name__,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "faceclip_version": __version__,
+                }
+                save_png(image, args.out / f"{p:02d}-{k:02d}-seed{seed + k}.png", metadata)
+                images.append(image)
+                bar.update()
+    grid = make_grid(images, cols=args.num_images if len(prompts) > 1 else None)
+    save_png(grid, args.out / "grid.png", {"prompts": prompts, "seed": seed, "model": str(args.model)})
+    print(f"faceclip generate: wrote {len(images)} image(s) and grid.png to {args.out}", file=sys.stderr)
+    return 0
+
+
+def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
+    """``--prompt`` values then the non-empty lines of ``--prompts-file``."""
+    out = [p.strip() for p in prompts if p.strip()]
+    if prompts_file is not None:
+        try:
+            out += [
+                line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read --prompts-file {prompts_file}: {error}") from None
+    if not out:
+        raise UserError("no prompt given; pass --prompt TEXT (repeatable) or --prompts-file F.")
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1152x864"`` -> ``(1152, 864)`` (height, width), both positive multiples of 8."""
+    match = re.fullmatch(r"\s*(\d+)\s*[x×]\s*(\d+)\s*", text.lower())
+    if not match:
+        raise UserError(f"--size must look like HEIGHTxWIDTH, e.g. 1152x864; got {text!r}.")
+    height, width = int(match[1]), int(match[2])
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise UserError(f"--size: height and width must be positive multiples of 8; got {height}x{width}.")
+    return height, width
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and check that a file can be written there, before any model is loaded."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".faceclip-write-test-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(
+            f"cannot write to the output folder {folder}: {reason}; choose another with --out DIR."
+        ) from None
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file (recorded in the metadata, so an image can be traced to its face photo)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise UserError(f"cannot read the face photo {path}: {error.strerror or error}.") from None
+    return digest.hexdigest()
+
+
+def prepare_face(path: Path, face_index: int | None):
+    """Detect and align the face (before loading the model, so a bad photo fails fast)."""
+    from faceclip.face import FaceAnalyzer, FaceModelNotFoundError, ImageLoadError, NoFaceFoundError
+    from faceclip.pipelines import prepare_face as prepare
+
+    try:
+        return prepare(os.fspath(path), analyzer=FaceAnalyzer(), face_index=face_index)
+    except (ImageLoadError, NoFaceFoundError, FaceModelNotFoundError) as error:
+        raise UserError(str(error)) from None
+
+
+def load(model: str, sdxl: str, dtype):
+    from faceclip.hub import WeightsNotFoundError
+    from faceclip.pipelines.loading import load_pipeline
+    from faceclip.pipelines.unet_conversion import UNetConversionError
+
+    try:
+        return load_pipeline(model, sdxl=sdxl, torch_dtype=dtype)
+    except (WeightsNotFoundError, UNetConversionError) as error:
+        raise UserError(str(error)) from None

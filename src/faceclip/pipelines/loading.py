@@ -71,17 +71,15 @@ def load_pipeline(
             how to get them.
     """
     if str(model) == TINY_RANDOM:
-        pipe = FaceCLIPStableDiffusionXLPipeline(**build_tiny_components())
         logger.info(
             "tiny-random: tiny random weights; the images will be noise (for testing the pipeline only)"
         )
-    elif is_released_layout(model):
-        pipe = FaceCLIPStableDiffusionXLPipeline(
-            **load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
-        )
-    else:
-        return FaceCLIPStableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-    return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
+        pipe = FaceCLIPStableDiffusionXLPipeline(**build_tiny_components())
+        return pipe.to(dtype=torch_dtype) if torch_dtype not in (None, torch.float32) else pipe
+    if is_released_layout(model):
+        components = load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
+        return FaceCLIPStableDiffusionXLPipeline(**components)
+    return FaceCLIPStableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch_dtype)
 
 
 def is_released_layout(model: str | os.PathLike) -> bool:
@@ -192,6 +190,7 @@ def load_released_components(
     sdxl: str | os.PathLike = SDXL_BASE,
     torch_dtype: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
+    encoder_config: str | dict = "faceclip-sdxl",
 ) -> dict[str, object]:
     """Components from the released FaceCLIP-SDXL weights and SDXL base, converting the ``.pt`` files once.
 
@@ -200,6 +199,7 @@ def load_released_components(
         sdxl: SDXL base hub id or folder (``unet/config.json``, ``vae/``, ``scheduler/``).
         torch_dtype: dtype for the model weights; ``None`` keeps the stored dtype.
         cache_dir: root of the converted-weights cache (default :func:`default_cache_dir`).
+        encoder_config: the encoder config the released encoder weights follow (``faceclip-sdxl``).
 
     Raises:
         faceclip.hub.WeightsNotFoundError: listing every missing file, where it was looked for, and how to get it.
@@ -227,7 +227,7 @@ def load_released_components(
         raise WeightsNotFoundError(_missing_message(missing))
 
     if needs_conversion:
-        _convert(model, found, target)
+        _convert(model, found, target, encoder_config)
     scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
     scheduler_cls = getattr(
         diffusers, scheduler_config.get("_class_name", ""), diffusers.EulerDiscreteScheduler
@@ -329,7 +329,9 @@ def _conversion_outdated(target: Path, model: str | os.PathLike) -> bool:
     return False
 
 
-def _convert(model: str | os.PathLike, found: dict[str, Path], target: Path) -> None:
+def _convert(
+    model: str | os.PathLike, found: dict[str, Path], target: Path, encoder_config: str | dict
+) -> None:
     """Convert both released files into ``target`` (written to a temporary folder, then renamed)."""
     from faceclip.models import FaceCLIPEncoder
 
@@ -338,7 +340,7 @@ def _convert(model: str | os.PathLike, found: dict[str, Path], target: Path) -> 
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("converting the released FaceCLIP-SDXL weights to safetensors in %s (once)", target)
     try:
-        encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE])
+        encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE], config=encoder_config)
         encoder.save_pretrained(staging / "faceclip_encoder")
         del encoder
         unet_config = json.loads(found["unet/config.json"].read_text())
