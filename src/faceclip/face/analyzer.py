@@ -59,7 +59,7 @@ class FaceAnalyzer:
         self,
         backend: str = "auto",
         min_score: float = 0.6,
-        max_side: int = 1280,
+        max_side: int = 640,
         upscale_retry: bool = True,
         refine_steps: int = 3,
         landmark_weights: tuple[float, ...] = LANDMARK_WEIGHTS,

