@@ -226,7 +226,10 @@ def describe_source(source: object) -> str:
 
 def insightface_available(model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> bool:
     """True when the ``insightface`` package and its model pack ``model_name`` are both installed."""
-    if importlib.util.find_spec("insightface") is None:
+    try:
+        if importlib.util.find_spec("insightface") is None:
+            return False
+    except (ImportError, ValueError):  # a broken or deliberately blocked install
         return False
     from faceclip.face.insightface_backend import model_pack_dir
 
