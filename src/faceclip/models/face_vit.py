@@ -26,7 +26,7 @@ class FaceViTConfig:
     heads: int = 8
     mlp_dim: int = 3072
     identity_dim: int = 512
-    layer_norm_eps: float = 1e-6
+    layer_norm_eps: float = 1e-5
     batch_norm_eps: float = 2e-5
 
     @property
