@@ -116,13 +116,7 @@ class FaceAnalyzer:
         Returns:
             Faces with boxes and landmarks in source-image pixels; empty when there are none.
         """
-        image = load_image(image)
-        scale = min(1.0, self.max_side / max(image.size))
-        faces = self._detect_scaled(image, scale)
-        if not faces and self.upscale_retry:
-            logger.debug("no face at scale %.2f; retrying at %.2f", scale, 2 * scale)
-            faces = self._detect_scaled(image, 2 * scale)
-        return sorted(faces, key=lambda face: face.area, reverse=True)
+        return self._detect(load_image(image))
 
     def align(self, image: ImageSource, size: int = 448, face_index: int | None = None) -> AlignedFace:
         """Detect a face in ``image`` and warp it onto the ArcFace template.
@@ -140,9 +134,8 @@ class FaceAnalyzer:
         """
         name = describe_source(image)
         image = load_image(image)
-        faces = self.detect(image)
-        face = self._pick(faces, face_index, name)
-        face = self.refine(image, face)
+        face = self._pick(self._detect(image), face_index, name)
+        face = self._refine(image, face)
         crop, matrix = align_face(image, face.landmarks, size, self.landmark_weights)
         return AlignedFace(image=crop, face=face, transform=matrix)
 
@@ -170,36 +163,51 @@ class FaceAnalyzer:
 
     def refine(self, image: ImageSource, face: DetectedFace) -> DetectedFace:
         """Re-estimate ``face``'s landmarks by re-detecting it on an upright crop (see :mod:`.refinement`)."""
+        return self._refine(load_image(image), face)
+
+    def _refine(self, image: Image.Image, face: DetectedFace) -> DetectedFace:
         if self.refine_steps <= 0:
             return face
-        image = load_image(image)
         landmarks = refine_landmarks(
             self.detector, image, face.landmarks, self.refine_steps, self.landmark_weights
         )
         return DetectedFace(box=face.box, score=face.score, landmarks=landmarks.astype(np.float32))
 
+    def _detect(self, image: Image.Image) -> list[DetectedFace]:
+        scale = min(1.0, self.max_side / max(image.size))
+        faces = self._detect_scaled(image, scale)
+        if not faces and self.upscale_retry:
+            logger.debug("no face at scale %.2f; retrying at %.2f", scale, 2 * scale)
+            faces = self._detect_scaled(image, 2 * scale)
+        return sorted(faces, key=lambda face: face.area, reverse=True)
+
     def _detect_scaled(self, image: Image.Image, scale: float) -> list[DetectedFace]:
+        """Detect on ``image`` resized by ``scale``; confident faces only, in ``image`` pixels."""
+        factors = np.ones(2)
         if scale != 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            factors = np.array(size) / np.array(image.size)  # exact per-axis factors after rounding
             resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
             image = image.resize(size, resample)
-        faces = []
-        for face in self.detector(image):
-            if face.score < self.min_score:
-                continue
-            faces.append(
-                DetectedFace(
-                    box=(face.box / scale).astype(np.float32),
-                    score=face.score,
-                    landmarks=(face.landmarks / scale).astype(np.float32),
-                )
+
+        def to_source(points: np.ndarray) -> np.ndarray:  # pixel centres: (x + 0.5) / s - 0.5
+            return ((points + 0.5) / factors - 0.5).astype(np.float32)
+
+        return [
+            DetectedFace(
+                box=to_source(face.box.reshape(2, 2)).reshape(4),
+                score=face.score,
+                landmarks=to_source(face.landmarks),
             )
-        return faces
+            for face in self.detector(image)
+            if face.score >= self.min_score
+        ]
 
     def _pick(self, faces: list[DetectedFace], face_index: int | None, name: str) -> DetectedFace:
         if not faces:
             raise NoFaceFoundError(
-                f"No face found in {name} (confidence >= {self.min_score}, also tried a 2x upscaled copy). "
+                f"No face found in {name} (confidence >= {self.min_score}"
+                f"{', also on a 2x upscaled copy' if self.upscale_retry else ''}). "
                 "Use a photo where the face is visible, roughly frontal, well lit and at least ~40 pixels "
                 "wide, or crop the photo closer to the face."
             )

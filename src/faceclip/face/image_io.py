@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's default limit (about 89.5 megapixels, e.g. 9458 x 9458): larger images are refused, not decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -66,28 +66,26 @@ def _load_file(path: Path, max_pixels: int | None) -> Image.Image:
         raise ImageLoadError(f"Image file not found: '{path}'. Check the path.")
     if path.is_dir():
         raise ImageLoadError(f"'{path}' is a folder, not an image file.")
-    # Pillow only warns between 1x and 2x its own limit; our check below is exact, so silence its heuristics.
-    previous_limit, previous_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     try:
-        Image.MAX_IMAGE_PIXELS = None
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        # Pillow warns between 1x and 2x its own limit and refuses above; our check is exact, so mute the warning.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 _check_pixels(image.size, max_pixels, f"Image file '{path}'")
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+                return to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(
+            f"Image file '{path}' is too large to decode safely ({error}). Downscale it first."
+        ) from None
     except UnidentifiedImageError:
         raise ImageLoadError(
             f"Cannot read '{path}': not an image format Pillow recognises (is the file corrupt?)."
         ) from None
+    except ImageLoadError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, ImageLoadError):
-            raise
         raise ImageLoadError(f"Cannot read '{path}': the file is corrupt or truncated ({error}).") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous_limit, previous_truncated
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
