@@ -1,0 +1,135 @@
+"""`faceclip generate` end to end on tiny-random, and its user errors (clear message, non-zero exit)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import huggingface_hub.constants
+import pytest
+from PIL import Image
+
+from faceclip.cli import main
+from faceclip.outputs import read_png_metadata
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["generate", *args])
+    return code, capsys.readouterr().err
+
+
+def test_tiny_random_end_to_end(tmp_path, capsys, face_photo):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a person on the moon\n\n")
+    out = tmp_path / "out"
+    code, err = run(
+        capsys,
+        "--face", str(face_photo),
+        "--prompt", "a person in a garden",
+        "--prompts-file", str(prompts),
+        "-n", "2",
+        "--seed", "5",
+        "--steps", "2",
+        "--size", "64x48",
+        "--model", "tiny-random",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "noise" in err
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == ["00-00-seed5.png", "00-01-seed6.png", "01-00-seed5.png", "01-01-seed6.png", "grid.png"]
+    meta = read_png_metadata(out / "01-01-seed6.png")
+    assert meta["prompt"] == "a person on the moon"
+    assert meta["seed"] == 6 and meta["steps"] == 2 and meta["guidance"] == 5.0
+    assert meta["size"] == "64x48" and meta["model"] == "tiny-random"
+    assert meta["face_sha256"] == hashlib.sha256(face_photo.read_bytes()).hexdigest()
+    assert meta["negative_prompt"].startswith("nude, worst quality")
+    with Image.open(out / "01-01-seed6.png") as image:
+        assert image.size == (48, 64)
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (2 * 48 + 3 * 4, 2 * 64 + 3 * 4)  # 2 columns (images) x 2 rows (prompts)
+
+
+def test_same_seed_same_image(tmp_path, capsys, face_photo):
+    common = [
+        "--face",
+        str(face_photo),
+        "--prompt",
+        "a",
+        "--steps",
+        "1",
+        "--size",
+        "32x32",
+        "--model",
+        "tiny-random",
+    ]
+    assert run(capsys, *common, "--seed", "3", "--out", str(tmp_path / "a"))[0] == 0
+    assert run(capsys, *common, "--seed", "3", "--out", str(tmp_path / "b"))[0] == 0
+    with (
+        Image.open(tmp_path / "a" / "00-00-seed3.png") as a,
+        Image.open(tmp_path / "b" / "00-00-seed3.png") as b,
+    ):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_bad_face_photo(tmp_path, capsys):
+    photo = tmp_path / "face.jpg"
+    photo.write_text("not an image")
+    code, err = run(
+        capsys, "--face", str(photo), "--prompt", "a", "--model", "tiny-random", "--out", str(tmp_path)
+    )
+    assert code != 0
+    assert "face.jpg" in err and "Traceback" not in err
+
+
+def test_missing_face_photo(tmp_path, capsys):
+    code, err = run(capsys, "--face", str(tmp_path / "nope.png"), "--prompt", "a", "--out", str(tmp_path))
+    assert code != 0 and "nope.png" in err and "Traceback" not in err
+
+
+def test_no_face_found(tmp_path, capsys):
+    photo = tmp_path / "wall.png"
+    Image.new("RGB", (128, 128), (200, 180, 160)).save(photo)
+    code, err = run(
+        capsys, "--face", str(photo), "--prompt", "a", "--model", "tiny-random", "--out", str(tmp_path)
+    )
+    assert code != 0
+    assert "wall.png" in err and "face" in err.lower()
+    assert not list(tmp_path.glob("*.png.tmp"))
+
+
+def test_unwritable_output_folder(tmp_path, capsys, face_photo):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    out = blocker / "sub"
+    code, err = run(
+        capsys, "--face", str(face_photo), "--prompt", "a", "--model", "tiny-random", "--out", str(out)
+    )
+    assert code != 0
+    assert "cannot write to the output folder" in err and "--out" in err
+
+
+def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FACECLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, err = run(capsys, "--face", str(face_photo), "--prompt", "a", "--out", str(tmp_path / "out"))
+    assert code != 0
+    assert "model/face_clip_encoder.pt" in err and "hf download ByteDance/FaceCLIP" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "100x64"], "multiples of 8"),
+        (["--size", "big"], "HEIGHTxWIDTH"),
+        (["-n", "0"], "at least 1"),
+        (["--prompt", "  "], "no prompt"),
+    ],
+)
+def test_bad_arguments(tmp_path, capsys, face_photo, args, message):
+    base = ["--face", str(face_photo), "--model", "tiny-random", "--out", str(tmp_path)]
+    if "--prompt" not in args:
+        base += ["--prompt", "a"]
+    code, err = run(capsys, *base, *args)
+    assert code != 0 and message in err
