@@ -29,6 +29,7 @@ TEMPLATE_SIZE = 224
 """Size of the template inside the refinement canvas; the canvas is twice as large, the face in its middle."""
 CANVAS_SIZE = 2 * TEMPLATE_SIZE
 VIEW_SCALES = (1.0, 0.75, 0.5)
+"""Scales of the canvas views averaged in each refinement step (each view is also used mirrored)."""
 # Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.
 _MIRROR_ORDER = [1, 0, 2, 4, 3]
 
@@ -37,7 +38,7 @@ def refine_landmarks(
     detector: FaceDetector,
     image: Image.Image,
     landmarks: np.ndarray,
-    steps: int = 2,
+    steps: int = 3,
     weights: tuple[float, ...] = LANDMARK_WEIGHTS,
     tolerance: float = 0.01,
 ) -> np.ndarray:
@@ -73,16 +74,21 @@ def refine_landmarks(
     return landmarks
 
 
-def detect_upright(detector: FaceDetector, canvas: Image.Image) -> np.ndarray | None:
-    """Mean landmarks (5, 2) of the face centred in a square ``canvas``, over scaled and mirrored views.
+def detect_upright(
+    detector: FaceDetector,
+    canvas: Image.Image,
+    scales: tuple[float, ...] = VIEW_SCALES,
+    mirror: bool = True,
+) -> np.ndarray | None:
+    """Mean landmarks (5, 2) of the face centred in a square ``canvas``, over scaled (and mirrored) views.
 
     Returns ``None`` when no view finds a face near the centre.
     """
     side = canvas.size[0]
     estimates = []
-    for scale in VIEW_SCALES:
+    for scale in scales:
         view = canvas if scale == 1.0 else canvas.resize((round(side * scale),) * 2, Image.Resampling.BICUBIC)
-        for mirrored in (False, True):
+        for mirrored in (False, True) if mirror else (False,):
             shown = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else view
             face = central_face(detector(shown), shown.size[0])
             if face is None:
@@ -91,7 +97,8 @@ def detect_upright(detector: FaceDetector, canvas: Image.Image) -> np.ndarray | 
             if mirrored:
                 points[:, 0] = shown.size[0] - 1 - points[:, 0]
                 points = points[_MIRROR_ORDER]
-            estimates.append(points * (side / shown.size[0]))
+            factor = side / shown.size[0]
+            estimates.append((points + 0.5) * factor - 0.5)  # pixel centres back to canvas pixels
     return np.mean(estimates, axis=0) if estimates else None
 
 
