@@ -1,0 +1,282 @@
+"""Stock SDXL vs FaceCLIP-SDXL: seconds per image and peak memory, on the full-size architecture.
+
+Everything is built from configs shipped in the package (SDXL UNet/VAE/scheduler, the FaceCLIP encoder) or
+written below (SDXL's two CLIP text encoders), with random weights: no downloads, so it runs on a machine
+without network. Random weights make noise images, but the compute is that of the real models.
+
+Both pipelines share the same UNet and VAE. Stock SDXL encodes the prompt and the negative prompt with its own
+text encoders on every call; FaceCLIP-SDXL encodes the (aligned) face and the prompt with the joint encoder
+and reuses its cached negative embedding after the warm-up call. Face detection is not included (pass an
+aligned tensor). Used by ``pipeline_gpu.py`` and ``pipeline_cpu.py``; run those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import platform
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from faceclip.models import create_encoder
+from faceclip.models.tokenizer import get_tokenizer
+from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, FaceCLIPStableDiffusionXLPipeline
+from faceclip.pipelines.sdxl_configs import load_config
+
+PROMPT = "a woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau"
+
+# SDXL base's text encoders: OpenAI CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers. "tiny" matches the
+# faceclip-tiny encoder's widths (32 + 48 = 80 prompt dims, 48 pooled) for a quick smoke test of this script.
+TEXT_ENCODER_CONFIGS = {
+    "full": (
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "hidden_act": "quick_gelu", "projection_dim": 768},
+        {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
+         "hidden_act": "gelu", "projection_dim": 1280},
+    ),
+    "tiny": (
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "hidden_act": "quick_gelu", "projection_dim": 32},
+        {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "hidden_act": "gelu", "projection_dim": 48},
+    ),
+}  # fmt: skip
+TEXT_COMMON = {"vocab_size": 49408, "max_position_embeddings": 77, "layer_norm_eps": 1e-5}
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Create parameters directly in ``dtype`` (halves peak memory while building bf16 models)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build(
+    factory: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype
+) -> torch.nn.Module:
+    """Build a randomly initialised model directly on ``device`` in ``dtype``."""
+    with torch.device(device), default_dtype(dtype):
+        model = factory()
+    if any(p.dtype != dtype for p in model.parameters()):
+        model = model.to(dtype=dtype)
+    return model.to(device=device).eval().requires_grad_(False)
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    """transformers' CLIP tokenizer with the CLIP vocabulary shipped in faceclip (no download)."""
+    ours = get_tokenizer()
+    merges = sorted(ours.merge_ranks, key=ours.merge_ranks.get)
+    return CLIPTokenizer(vocab=dict(ours.vocab), merges=list(merges), model_max_length=77)
+
+
+def unet_config(arch: str) -> dict:
+    if arch == "full":
+        return load_config("sdxl_unet")
+    config = load_config("tiny_unet")
+    pooled = TEXT_ENCODER_CONFIGS["tiny"][1]["projection_dim"]
+    widths = sum(c["hidden_size"] for c in TEXT_ENCODER_CONFIGS["tiny"])
+    time_ids = 6 * config["addition_time_embed_dim"]
+    return config | {
+        "cross_attention_dim": widths,
+        "projection_class_embeddings_input_dim": time_ids + pooled,
+    }
+
+
+def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str = "full"):
+    """Stock SDXL and FaceCLIP-SDXL (random weights) sharing one UNet and one VAE."""
+    started = time.perf_counter()
+    config_l, config_g = (CLIPTextConfig(**TEXT_COMMON, **c) for c in TEXT_ENCODER_CONFIGS[arch])
+    unet = build(lambda: UNet2DConditionModel.from_config(unet_config(arch)), device, dtype)
+    vae = build(
+        lambda: AutoencoderKL.from_config(load_config("sdxl_vae" if arch == "full" else "tiny_vae")),
+        device,
+        dtype,
+    )
+    text_encoder = build(lambda: CLIPTextModel(config_l), device, dtype)
+    text_encoder_2 = build(lambda: CLIPTextModelWithProjection(config_g), device, dtype)
+    encoder = build(
+        lambda: create_encoder("faceclip-sdxl" if arch == "full" else "faceclip-tiny"), device, dtype
+    )
+    tokenizer = clip_tokenizer()
+    stock = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler")),
+        add_watermarker=False,
+    )
+    faceclip = FaceCLIPStableDiffusionXLPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler")),
+        faceclip_encoder=encoder,
+    )
+    for pipe in (stock, faceclip):
+        pipe.set_progress_bar_config(disable=True)
+    sizes = {
+        "unet": unet,
+        "vae": vae,
+        "sdxl_text_encoders": [text_encoder, text_encoder_2],
+        "faceclip_encoder": encoder,
+    }
+    params = {
+        name: sum(p.numel() for m in (mods if isinstance(mods, list) else [mods]) for p in m.parameters())
+        for name, mods in sizes.items()
+    }
+    logging.info("built the models in %.1f s: %s", time.perf_counter() - started, params)
+    return stock, faceclip, params
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    run: Callable[[int], None], device: torch.device, steps: int, repeats: int, warmup_steps: int
+) -> dict:
+    """Mean seconds per image over ``repeats`` calls after one warm-up call, and the peak memory."""
+    run(warmup_steps)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(steps)
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    result = {"s_per_image": sum(times) / len(times), "runs_s": [round(t, 3) for t in times]}
+    if device.type == "cuda":
+        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        result["peak_process_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def runners(stock, faceclip, face: torch.Tensor, height: int, width: int, guidance: float):
+    def common(steps: int) -> dict:
+        return {
+            "height": height,
+            "width": width,
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "generator": torch.Generator().manual_seed(0),
+        }
+
+    def run_stock(steps: int) -> None:
+        stock(prompt=PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT, **common(steps))
+
+    def run_faceclip(steps: int) -> None:
+        faceclip(face_image=face, prompt=PROMPT, **common(steps))
+
+    return {"stock_sdxl": run_stock, "faceclip_sdxl": run_faceclip}
+
+
+def parse_args(argv: list[str] | None, defaults: dict) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=defaults["device"])
+    parser.add_argument("--dtype", default=defaults["dtype"], choices=("bf16", "fp16", "fp32"))
+    parser.add_argument("--size", type=int, default=defaults["size"], help="image height = width in pixels")
+    parser.add_argument("--steps", type=int, default=defaults["steps"])
+    parser.add_argument("--repeats", type=int, default=defaults["repeats"], help="timed images per setting")
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument(
+        "--offload",
+        choices=("both", "off", "on"),
+        default=defaults["offload"],
+        help="with and/or without enable_model_cpu_offload (GPU only)",
+    )
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--arch", choices=("full", "tiny"), default="full", help="tiny: a quick smoke test")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None, defaults: dict) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    warnings.filterwarnings("ignore", message="invalid value encountered in cast")  # random weights -> NaNs
+    args = parse_args(argv, defaults)
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    if args.offload != "off" and device.type != "cuda":
+        if args.offload == "on":
+            raise SystemExit("--offload on needs a CUDA device")
+        args.offload = "off"
+    torch.manual_seed(0)
+    build_device = device if args.offload != "on" else torch.device("cpu")
+    stock, faceclip, params = build_pipelines(build_device, dtype, args.arch)
+    face = torch.rand(1, 3, 448, 448, generator=torch.Generator().manual_seed(0))
+    results = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "arch": args.arch,
+        "dtype": args.dtype,
+        "size": args.size,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "guidance": args.guidance,
+        "parameters": params,
+        "settings": {},
+    }
+    modes = {"both": [False, True], "off": [False], "on": [True]}[args.offload]
+    for offload in modes:
+        for name, run in runners(stock, faceclip, face, args.size, args.size, args.guidance).items():
+            pipe = stock if name == "stock_sdxl" else faceclip
+            if offload:
+                pipe.enable_model_cpu_offload(device=device)
+            else:
+                pipe.to(device)
+            key = f"{name}{'_offload' if offload else ''}"
+            results["settings"][key] = measure(run, device, args.steps, args.repeats, args.warmup_steps)
+            logging.info("%s: %s", key, results["settings"][key])
+            if offload:
+                pipe.remove_all_hooks()
+    for suffix in ("", "_offload"):
+        timed = results["settings"]
+        if f"stock_sdxl{suffix}" in timed:
+            ratio = (
+                timed[f"faceclip_sdxl{suffix}"]["s_per_image"] / timed[f"stock_sdxl{suffix}"]["s_per_image"]
+            )
+            results[f"ratio_faceclip_over_stock{suffix}"] = ratio
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+def print_table(results: dict) -> None:
+    memory_key = "peak_gpu_gib" if any("peak_gpu_gib" in r for r in results["settings"].values()) else None
+    print(
+        f"\n{results['device']}, {results['dtype']}, {results['size']}x{results['size']}, {results['steps']} steps, "
+        f"guidance {results['guidance']}, {results['repeats']} timed image(s) per row"
+    )
+    header = f"{'setting':<24} {'s/image':>9}" + (
+        f" {'peak GPU GiB':>13}" if memory_key else f" {'peak RSS GiB':>13}"
+    )
+    print(header)
+    for name, row in results["settings"].items():
+        memory = row.get(memory_key or "peak_process_rss_gib")
+        print(f"{name:<24} {row['s_per_image']:>9.3f} {memory:>13.2f}")
+    for key in ("ratio_faceclip_over_stock", "ratio_faceclip_over_stock_offload"):
+        if key in results:
+            print(f"{key}: {results[key]:.3f}")
