@@ -257,6 +257,31 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
     # ---------------------------------------------------------------------------------------------- loading
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> FaceCLIPEncoder:
+        """Load an encoder saved by ``save_pretrained`` (or ``faceclip convert``): a local folder or hub id.
+
+        Takes the keyword arguments of ``diffusers.ModelMixin.from_pretrained`` (``torch_dtype``, ``subfolder``,
+        ``revision``, ``local_files_only``, ...).
+
+        Raises:
+            faceclip.hub.WeightsNotFoundError: the folder, hub repo or files cannot be found.
+        """
+        from faceclip.hub import WeightsNotFoundError
+
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except OSError as err:
+            raise WeightsNotFoundError(
+                f"Could not load the FaceCLIP encoder from {str(pretrained_model_name_or_path)!r}: {err}\n"
+                "Pass a folder written by `faceclip convert` / save_pretrained (config.json + "
+                "diffusion_pytorch_model.safetensors) or a hub repo id that holds one; for the released "
+                "face_clip_encoder.pt use FaceCLIPEncoder.from_official."
+            ) from err
+        for branch in (model.branch_l, model.branch_g):
+            branch.freeze_backbones()
+        return model
+
+    @classmethod
     def from_official(
         cls,
         source: str | os.PathLike | Mapping[str, torch.Tensor],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import itertools
 import logging
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class CLIPTokenizer:
             return self._cache[word]
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
-            pairs = {(a, b) for a, b in zip(parts[:-1], parts[1:])}
+            pairs = set(itertools.pairwise(parts))
             best = min(pairs, key=lambda p: self.merge_ranks.get(p, float("inf")))
             if best not in self.merge_ranks:
                 break
