@@ -45,3 +45,21 @@ def test_embed_is_normalised_and_to_tensor_is_in_unit_range(analyzer, astronaut)
     assert tuple(tensor.shape) == (3, 448, 448)
     assert float(tensor.min()) >= 0.0 and float(tensor.max()) <= 1.0
     assert analyzer.recognizer_name == "opencv-sface"
+
+
+def test_exif_rotated_photo_is_aligned_upright(analyzer, astronaut, tmp_path):
+    # stored sideways with an EXIF tag saying "turn 90 degrees clockwise to display", as phones do
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    astronaut.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    upright = analyzer.detect(astronaut)[0]
+    from_phone = analyzer.align(path).face
+    # landmarks are reported in the displayed (upright) image's pixels
+    assert np.abs(from_phone.landmarks[:3] - upright.landmarks[:3]).max() < 8
+
+
+def test_detected_face_to_dict_is_json_ready(analyzer, astronaut):
+    record = analyzer.detect(astronaut)[0].to_dict()
+    assert set(record) == {"box", "score", "landmarks"}
+    assert all(isinstance(v, float) for v in record["box"]) and len(record["landmarks"]) == 5

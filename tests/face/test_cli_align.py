@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -53,6 +55,49 @@ def test_bad_inputs_are_reported_skipped_and_fail_the_run(photos, tmp_path, caps
     assert "aligned 2 of 5 image(s)" in err and "3 failed" in err
     # nothing is written for a failed input, and no temporary files are left behind
     assert sorted(p.name for p in out.iterdir()) == ["astro.json", "astro.png", "tilted.json", "tilted.png"]
+
+
+def _write_bad_input(kind: str, folder, astronaut) -> str:
+    """One bad input per case of the issue; returns the message the run must print for it."""
+    if kind == "missing":
+        return "not found"
+    path = folder / f"{kind}.png"
+    if kind == "corrupt":
+        path.write_bytes(b"GIF89a but not really")
+    elif kind == "truncated":
+        astronaut.save(path)
+        path.write_bytes(path.read_bytes()[:5000])
+    elif kind == "bomb":
+
+        def chunk(tag: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+        header = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")))
+    elif kind == "no-face":
+        Image.new("RGB", (300, 200), (200, 180, 150)).save(path)
+    return {
+        "corrupt": "corrupt",
+        "truncated": "truncated",
+        "bomb": "decompression bombs",
+        "no-face": "No face",
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "truncated", "bomb", "no-face"])
+def test_each_bad_input_is_reported_and_nothing_is_written(tmp_path, astronaut, capsys, kind):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    astronaut.save(good / "astro.png")
+    expected = _write_bad_input(kind, bad, astronaut)
+    bad_path = bad / f"{kind}.png"
+    out = tmp_path / "out"
+    assert main(["align", str(bad_path), str(good / "astro.png"), "--out", str(out), "--size", "112"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped '{bad_path}'" in err and expected in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["astro.json", "astro.png"]
 
 
 def test_face_index_beyond_faces_found(photos, tmp_path, capsys):

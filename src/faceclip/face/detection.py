@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Protocol
 
 import cv2
@@ -51,6 +52,7 @@ class YuNetDetector:
         self._net = cv2.FaceDetectorYN.create(
             str(self._path), "", (320, 320), score_threshold, nms_threshold, 5000
         )
+        self._lock = threading.Lock()  # the network's input size is state: one call at a time
 
     def __call__(self, image: Image.Image) -> list[DetectedFace]:
         """Detect faces in an RGB PIL image at its own resolution (the caller picks the scale).
@@ -59,8 +61,9 @@ class YuNetDetector:
             Faces with boxes and landmarks in ``image`` pixels, in the detector's order.
         """
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = self._net.detect(bgr)
+        with self._lock:
+            self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, rows = self._net.detect(bgr)
         if rows is None:
             return []
         faces = []

@@ -11,7 +11,7 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 """Order of the 5 landmarks, as seen in the image (``left_eye`` is the one with the smaller x)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DetectedFace:
     """One detected face, in source-image pixels.
 
@@ -39,7 +39,7 @@ class DetectedFace:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AlignedFace:
     """A face warped onto the ArcFace 5-point template.
 
