@@ -63,3 +63,10 @@ def test_detected_face_to_dict_is_json_ready(analyzer, astronaut):
     record = analyzer.detect(astronaut)[0].to_dict()
     assert set(record) == {"box", "score", "landmarks"}
     assert all(isinstance(v, float) for v in record["box"]) and len(record["landmarks"]) == 5
+
+
+def test_an_aligned_crop_realigns_to_almost_the_identity(analyzer, astronaut):
+    aligned = analyzer.align(astronaut)
+    again = analyzer.align(aligned.image)
+    np.testing.assert_allclose(again.transform[:, :2], np.eye(2), atol=0.03)
+    assert np.abs(again.transform[:, 2]).max() < 0.015 * 448

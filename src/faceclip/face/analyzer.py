@@ -143,8 +143,8 @@ class FaceAnalyzer:
         """Identity vector of a face.
 
         Args:
-            image: an :class:`AlignedFace` (used as is), or a photo (path, PIL image or array) to detect and
-                align first.
+            image: an :class:`AlignedFace` (its crop, resized to 112 px), or a photo (path, PIL image or
+                array) to detect and align at 112 px first.
             face_index: which face of a photo, as in :meth:`align`.
 
         Returns:

@@ -7,6 +7,7 @@ Imported only when asked for; without ``insightface`` installed everything else 
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,17 @@ _INSTALL_HINT = 'pip install "faceclip[insightface]"'
 
 def model_pack_dir(model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> Path:
     """Folder where insightface keeps the pack ``model_name`` (``<root>/models/<model_name>``)."""
-    root = Path(root or os.environ.get("INSIGHTFACE_HOME") or Path.home() / ".insightface").expanduser()
+    root = Path(root or Path.home() / ".insightface").expanduser()
     return root / "models" / model_name
 
 
 def _face_analysis(model_name: str, root: str | os.PathLike | None):
+    """The pack's ``FaceAnalysis`` (detection + recognition), loaded once per pack and shared."""
+    return _load_face_analysis(model_name, str(model_pack_dir(model_name, root)))
+
+
+@cache
+def _load_face_analysis(model_name: str, folder: str):
     try:
         from insightface.app import FaceAnalysis
     except ImportError as error:
@@ -31,11 +38,12 @@ def _face_analysis(model_name: str, root: str | os.PathLike | None):
             f"The insightface face backend needs the `insightface` package: {_INSTALL_HINT}. "
             "Or use backend='opencv', which works offline with the bundled models."
         ) from error
-    folder = model_pack_dir(model_name, root)
+    folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"insightface model pack {model_name!r} not found at '{folder}'. Download and unpack it there "
-            "(see the insightface model zoo), pass `insightface_root`, or use backend='opencv'."
+            "(see the insightface model zoo), pass `insightface_root`, or use backend='opencv'. "
+            "(faceclip never lets insightface download packs on its own.)"
         )
     app = FaceAnalysis(
         name=model_name, root=str(folder.parent.parent), allowed_modules=["detection", "recognition"]
