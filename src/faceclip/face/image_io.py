@@ -40,8 +40,12 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             unsupported shape or dtype.
     """
     if isinstance(source, Image.Image):
-        _check_pixels(source.size, max_pixels, "the PIL image")
-        return to_rgb(ImageOps.exif_transpose(source))
+        name = f"'{source.filename}'" if getattr(source, "filename", "") else "the PIL image"
+        _check_pixels(source.size, max_pixels, name)
+        try:
+            return to_rgb(ImageOps.exif_transpose(source))
+        except OSError as error:  # a lazily opened image whose file is corrupt or truncated
+            raise ImageLoadError(f"Cannot read {name}: the file is corrupt or truncated ({error}).") from None
     if isinstance(source, np.ndarray):
         _check_pixels(source.shape[1::-1], max_pixels, "the numpy array")
         return array_to_image(source)
@@ -117,10 +121,10 @@ def array_to_image(array: np.ndarray) -> Image.Image:
         )
     array = _to_uint8(array)
     if array.ndim == 2:
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")  # mode "L"
     if array.shape[2] == 4:
-        return to_rgb(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"))
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+        return to_rgb(Image.fromarray(np.ascontiguousarray(array)))  # mode "RGBA"
+    return Image.fromarray(np.ascontiguousarray(array))  # mode "RGB"
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
