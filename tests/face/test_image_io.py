@@ -184,9 +184,13 @@ def test_pillow_refusal_is_reported_too(tmp_path):
 
 def test_lazily_opened_truncated_pil_image_names_its_file(tmp_path):
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buffer, "PNG"
+    )
     path = tmp_path / "lazy.png"
     path.write_bytes(buffer.getvalue()[:400])
-    with Image.open(path) as image:  # opening reads only the header
-        with pytest.raises(ImageLoadError, match=r"Cannot read '.*lazy\.png'.*truncated"):
-            load_image(image)
+    with (
+        Image.open(path) as image,  # opening reads only the header
+        pytest.raises(ImageLoadError, match=r"Cannot read '.*lazy\.png'.*truncated"),
+    ):
+        load_image(image)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Protocol
 
 import cv2
@@ -42,11 +43,14 @@ class SFaceRecognizer:
     def __init__(self, model_dir: str | os.PathLike | None = None) -> None:
         self._path = model_path(SFACE_FILE, model_dir)
         self._net = cv2.FaceRecognizerSF.create(str(self._path), "")
+        self._lock = threading.Lock()  # one forward pass at a time through the shared network
 
     def __call__(self, aligned: Image.Image) -> np.ndarray:
         """(128,) float32 L2-normalised identity vector of a 112 x 112 aligned RGB crop."""
         bgr = np.ascontiguousarray(np.asarray(_check_crop(aligned))[:, :, ::-1])
-        return l2_normalize(self._net.feature(bgr).reshape(-1))
+        with self._lock:
+            feature = self._net.feature(bgr)
+        return l2_normalize(feature.reshape(-1))
 
 
 def _check_crop(aligned: Image.Image) -> Image.Image:
