@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -194,6 +195,8 @@ def face_encoders_identical(state_dict: Mapping[str, torch.Tensor]) -> bool:
         k.replace("face_clip_g.", "", 1) for k in keys_g
     ]:
         return False
+    if any(state_dict[k].is_meta for k in keys_l + keys_g):
+        return False  # shapes only: nothing to compare
     return all(
         state_dict[a].shape == state_dict[b].shape and torch.equal(state_dict[a], state_dict[b])
         for a, b in zip(keys_l, keys_g)
@@ -282,7 +285,13 @@ def load_official_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
         from safetensors.torch import load_file
 
         return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        raise ValueError(
+            f"{path}: not a plain tensor checkpoint ({str(err).splitlines()[0]}); only state dicts of tensors "
+            "are read (weights_only=True), never code."
+        ) from err
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

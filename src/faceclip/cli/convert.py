@@ -1,14 +1,69 @@
-"""`faceclip convert`: not implemented yet."""
+"""`faceclip convert`: released ``face_clip_encoder.pt`` -> our safetensors encoder folder."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("convert", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert the released FaceCLIP encoder weights to a safetensors folder",
+        description=(
+            "Convert the released FaceCLIP encoder (model/face_clip_encoder.pt of ByteDance/FaceCLIP, "
+            "CC-BY-NC-4.0) to a folder with config.json and safetensors weights, loadable with "
+            "FaceCLIPEncoder.from_pretrained(DIR). The pickle is read with weights_only=True."
+        ),
+    )
+    parser.add_argument(
+        "--official",
+        required=True,
+        metavar="PATH",
+        help="face_clip_encoder.pt or .safetensors file, a folder holding model/face_clip_encoder.pt, or a hub id",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must not exist)")
+    parser.add_argument(
+        "--config", default="faceclip-sdxl", help="encoder config name (default: faceclip-sdxl)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="dtype of the saved weights (default fp32)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("faceclip convert: not implemented yet")
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from faceclip.convert import CheckpointKeyError
+    from faceclip.devices import resolve_dtype
+    from faceclip.hub import NONCOMMERCIAL_NOTICE, WeightsNotFoundError
+    from faceclip.models import FaceCLIPEncoder
+
+    out = Path(args.out).expanduser()
+    if out.exists():
+        print(f"faceclip convert: --out {out} already exists; choose a new folder.", file=sys.stderr)
+        return 2
+    try:
+        encoder = FaceCLIPEncoder.from_official(
+            args.official, config=args.config, torch_dtype=resolve_dtype(args.dtype)
+        )
+    except (WeightsNotFoundError, CheckpointKeyError, ValueError) as err:
+        print(f"faceclip convert: {err}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        encoder.save_pretrained(tmp)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shared = "one shared face ViT" if encoder.config.share_face_encoder else "two face ViTs"
+    print(f"Wrote {out} ({shared}). {NONCOMMERCIAL_NOTICE}", file=sys.stderr)
+    return 0

@@ -332,14 +332,21 @@ def load_config(name: str) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def create_encoder(name: str = "faceclip-sdxl", seed: int | None = None) -> FaceCLIPEncoder:
+def create_encoder(name: str = "faceclip-sdxl", seed: int | None = None, **overrides) -> FaceCLIPEncoder:
     """A randomly initialised encoder from a packaged config, in eval mode.
 
     Args:
         name: config name, see :func:`list_configs`.
         seed: seed for the initialisation (the global RNG is left untouched); None uses the global RNG.
+        **overrides: top-level config entries to replace, e.g. ``share_face_encoder=True``.
     """
     config = load_config(name)
+    unknown = (
+        set(overrides) - set(config) - {"share_face_encoder", "prompt_prefix", "id_position", "id_token_id"}
+    )
+    if unknown:
+        raise TypeError(f"create_encoder: unknown config entries {sorted(unknown)}.")
+    config.update(overrides)
     if seed is None:
         return FaceCLIPEncoder.from_config(config).eval()
     with torch.random.fork_rng(devices=[]):
