@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from faceclip.face import AlignedFace, arcface_template, cosine_similarity
+from faceclip.face import AlignedFace, FaceAnalyzer, NoFaceFoundError, arcface_template, cosine_similarity
+from faceclip.face.alignment import transform_points
 from faceclip.face.detection import YuNetDetector
 from faceclip.face.refinement import central_face
 
@@ -89,8 +91,6 @@ def test_aligned_landmarks_land_on_the_template(aligned_copies, measuring_detect
 
 def test_a_single_pass_is_not_enough_for_rotated_faces(astronaut, measuring_detector):
     # Documents why refinement exists: without it a 30 degree tilt puts the crop off by several percent.
-    from faceclip.face import FaceAnalyzer
-
     rotated = TRANSFORMS["rotated-30"](astronaut)
     unrefined = FaceAnalyzer(backend="opencv", refine_steps=0).align(rotated, size=SIZE)
     assert landmark_errors(measuring_detector, unrefined.image)[:3].max() > 0.04
@@ -117,3 +117,35 @@ def test_identity_survives_transforms_and_separates_people(analyzer, astronaut, 
     assert min(same) > 0.85, dict(zip(TRANSFORMS, np.round(same, 3)))
     assert max(different) < 0.4, np.round(different, 3)
     assert min(same) - max(different) > 0.4
+
+
+def _turned(image: np.ndarray, angle: float, pad: int = 150) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` on a grey canvas turned by ``angle`` degrees, and the (2, 3) map from image to canvas pixels."""
+    height, width = image.shape[:2]
+    size = (width + 2 * pad, height + 2 * pad)
+    matrix = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1.0)
+    matrix[:, 2] += matrix[:, :2] @ [pad, pad]
+    return cv2.warpAffine(image, matrix, size, borderValue=(128, 128, 128)), matrix
+
+
+@pytest.mark.parametrize("person", range(3))
+@pytest.mark.parametrize("angle", [25.0, -25.0])
+def test_other_people_align_the_same_when_turned(analyzer, person, angle):
+    # Whatever a face's own geometry, turning the photo must not change the crop: the landmarks found on the
+    # upright photo, carried through the turn and the new alignment, land where the upright alignment put them.
+    photo = np.asarray(Image.open(DATA / f"lfw_{person:03d}.png").convert("RGB"))
+    upright = analyzer.align(photo, size=SIZE)
+    turned, turn = _turned(photo, angle)
+    aligned = analyzer.align(turned, size=SIZE)
+    expected = transform_points(upright.transform, upright.face.landmarks)
+    carried = transform_points(aligned.transform, transform_points(turn, upright.face.landmarks))
+    assert np.linalg.norm(carried - expected, axis=1).max() < 0.02 * SIZE
+
+
+def test_tilted_face_missed_upright_is_found_by_the_turned_retry():
+    photo = np.asarray(Image.open(DATA / "lfw_001.png").convert("RGB"))
+    turned, _ = _turned(photo, 25.0)
+    with pytest.raises(NoFaceFoundError, match="also on a 2x upscaled copy"):
+        FaceAnalyzer(backend="opencv", retry_angles=()).align(turned)
+    faces = FaceAnalyzer(backend="opencv").detect(turned)
+    assert len(faces) == 1 and faces[0].score > 0.6

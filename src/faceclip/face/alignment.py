@@ -93,11 +93,17 @@ def invert_transform(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
-def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """Warp an RGB image with a (2, 3) transform into a ``size x size`` (size, size, 3) uint8 array.
+def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Warp an RGB image with a (2, 3) transform into a (H, W, 3) uint8 array.
+
+    Args:
+        image: the source image.
+        matrix: (2, 3) source-to-output transform.
+        size: output side (square), or ``(width, height)``.
 
     Pixels outside the source are black, as in the released training crops.
     """
+    width, height = (size, size) if isinstance(size, int) else size
     array = np.asarray(image)
     shrink = np.hypot(*matrix[0, :2])  # output pixels per source pixel
     interpolation = cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR
@@ -107,7 +113,7 @@ def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.n
         array = cv2.GaussianBlur(array, (0, 0), sigmaX=sigma, sigmaY=sigma)
         interpolation = cv2.INTER_LINEAR
     return cv2.warpAffine(
-        array, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        array, matrix, (width, height), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
 
 

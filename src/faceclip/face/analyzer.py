@@ -2,7 +2,8 @@
 
 :class:`FaceAnalyzer` turns any photo into an aligned crop and an identity vector:
 
-1. detect at up to ``max_side`` pixels; if nothing is found, retry once on a 2x upscaled copy (small faces);
+1. detect at up to ``max_side`` pixels; if nothing is found, retry once on a 2x upscaled copy (small faces),
+   then on copies turned by +-30 degrees (strongly tilted faces);
 2. keep confident faces, largest first; take the first, or the one ``face_index`` picks;
 3. align onto the ArcFace template, then refine: warp a loose crop, re-detect there and re-estimate the
    landmarks (a single pass on a strongly rotated face misplaces the crop by ~10% with small detectors).
@@ -19,7 +20,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from faceclip.face.alignment import LANDMARK_WEIGHTS, align_face
+from faceclip.face.alignment import (
+    LANDMARK_WEIGHTS,
+    align_face,
+    invert_transform,
+    transform_points,
+    warp,
+)
 from faceclip.face.detection import FaceDetector, create_detector
 from faceclip.face.image_io import ImageSource, load_image
 from faceclip.face.recognition import RECOGNIZER_INPUT_SIZE, FaceRecognizer, create_recognizer
@@ -45,6 +52,8 @@ class FaceAnalyzer:
         min_score: detections below this confidence are ignored.
         max_side: photos are detected at most this many pixels on their longer side.
         upscale_retry: when nothing is found, retry once on a 2x upscaled copy (small faces).
+        retry_angles: when still nothing is found, retry on copies turned by these angles in degrees
+            (counter-clockwise; strongly tilted faces that the detector misses upright).
         refine_steps: at most this many re-detection passes on an upright crop (0 disables refinement).
         landmark_weights: least-squares weights of (eyes, nose, mouth corners) in the alignment fit; the
             default down-weights the mouth, ``(1, 1, 1, 1, 1)`` reproduces InsightFace's unweighted fit.
@@ -61,6 +70,7 @@ class FaceAnalyzer:
         min_score: float = 0.6,
         max_side: int = 640,
         upscale_retry: bool = True,
+        retry_angles: tuple[float, ...] = (30.0, -30.0),
         refine_steps: int = 3,
         landmark_weights: tuple[float, ...] = LANDMARK_WEIGHTS,
         model_dir: str | os.PathLike | None = None,
@@ -79,6 +89,7 @@ class FaceAnalyzer:
         self.min_score = min_score
         self.max_side = max_side
         self.upscale_retry = upscale_retry
+        self.retry_angles = tuple(retry_angles)
         self.refine_steps = refine_steps
         self.landmark_weights = tuple(landmark_weights)
         if backend == "opencv":
@@ -179,7 +190,32 @@ class FaceAnalyzer:
         if not faces and self.upscale_retry:
             logger.debug("no face at scale %.2f; retrying at %.2f", scale, 2 * scale)
             faces = self._detect_scaled(image, 2 * scale)
+        for angle in self.retry_angles:
+            if faces:
+                break
+            logger.debug("no face upright; retrying on a copy turned by %g degrees", angle)
+            faces = self._detect_rotated(image, scale, angle)
         return sorted(faces, key=lambda face: face.area, reverse=True)
+
+    def _detect_rotated(self, image: Image.Image, scale: float, angle: float) -> list[DetectedFace]:
+        """Detect on a copy of ``image`` turned by ``angle`` degrees (counter-clockwise) and scaled."""
+        width, height = image.size
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
+        corners = transform_points(matrix, np.array([[0, 0], [width, 0], [0, height], [width, height]]))
+        matrix[:, 2] -= corners.min(0)  # expand the canvas so nothing is cut off
+        out_size = tuple(int(v) for v in np.ceil(corners.max(0) - corners.min(0)))
+        turned = Image.fromarray(warp(image, matrix, out_size))
+        back = invert_transform(matrix)
+        faces = []
+        for face in self.detector(turned):
+            if face.score < self.min_score:
+                continue
+            x0, y0, x1, y1 = face.box
+            box_corners = transform_points(back, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]))
+            box = np.concatenate([box_corners.min(0), box_corners.max(0)]).astype(np.float32)
+            landmarks = transform_points(back, face.landmarks).astype(np.float32)
+            faces.append(DetectedFace(box=box, score=face.score, landmarks=landmarks))
+        return faces
 
     def _detect_scaled(self, image: Image.Image, scale: float) -> list[DetectedFace]:
         """Detect on ``image`` resized by ``scale``; confident faces only, in ``image`` pixels."""
@@ -205,11 +241,14 @@ class FaceAnalyzer:
 
     def _pick(self, faces: list[DetectedFace], face_index: int | None, name: str) -> DetectedFace:
         if not faces:
+            tried = [f"confidence >= {self.min_score}"]
+            if self.upscale_retry:
+                tried.append("also on a 2x upscaled copy")
+            if self.retry_angles:
+                tried.append(f"and turned by {', '.join(f'{a:g}' for a in self.retry_angles)} degrees")
             raise NoFaceFoundError(
-                f"No face found in {name} (confidence >= {self.min_score}"
-                f"{', also on a 2x upscaled copy' if self.upscale_retry else ''}). "
-                "Use a photo where the face is visible, roughly frontal, well lit and at least ~40 pixels "
-                "wide, or crop the photo closer to the face."
+                f"No face found in {name} ({', '.join(tried)}). Use a photo where the face is visible, "
+                "roughly frontal, well lit and at least ~40 pixels wide, or crop the photo closer to the face."
             )
         index = 0 if face_index is None else face_index
         if not -len(faces) <= index < len(faces):
