@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -134,3 +135,13 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "no image files found" in capsys.readouterr().err
     assert main(["align", str(tmp_path), "--out", str(tmp_path / "out"), "--size", "8"]) == 2
     assert "--size must be at least 16" in capsys.readouterr().err
+
+
+def test_missing_insightface_is_a_clear_usage_error(monkeypatch, photos, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "insightface", None)
+    monkeypatch.setitem(sys.modules, "insightface.app", None)
+    out = tmp_path / "out"
+    assert main(["align", str(photos), "--out", str(out), "--backend", "insightface"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "faceclip[insightface]"' in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
