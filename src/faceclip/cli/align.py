@@ -62,29 +62,29 @@ def run(args: argparse.Namespace) -> int:
     if not inputs and not missing:
         print("faceclip align: no image files found in the given folders.", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     try:
         analyzer = FaceAnalyzer(backend=args.backend)
         _ = analyzer.detector  # load the models now: a broken install fails once, before the batch
     except (FaceModelNotFoundError, ImportError, FileNotFoundError) as error:
         print(f"faceclip align: cannot load the face models: {error}", file=sys.stderr)
         return 2
+    args.out.mkdir(parents=True, exist_ok=True)
 
-    failed = [(path, "file not found") for path in missing]
-    for path, reason in failed:
-        print(f"faceclip align: skipped '{path}': {reason}", file=sys.stderr)
+    for path in missing:
+        print(f"faceclip align: skipped '{path}': file not found", file=sys.stderr)
+    failed = len(missing)
     stems = unique_stems(inputs)
     done = 0
     for path in tqdm(inputs, desc="aligning", unit="image", file=sys.stderr):
         try:
             aligned = analyzer.align(path, size=args.size, face_index=args.face_index)
         except (ImageLoadError, NoFaceFoundError) as error:
-            failed.append((path, str(error)))
+            failed += 1
             tqdm.write(f"faceclip align: skipped '{path}': {error}", file=sys.stderr)
             continue
-        except Exception as error:
+        except Exception as error:  # one odd file must not stop a batch; its details are logged with -v
             logger.debug("unexpected error on %s", path, exc_info=True)
-            failed.append((path, repr(error)))
+            failed += 1
             tqdm.write(
                 f"faceclip align: skipped '{path}': unexpected error {error!r} (-v for details)",
                 file=sys.stderr,
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     total = len(inputs) + len(missing)
     summary = f"faceclip align: aligned {done} of {total} image(s) into '{args.out}'"
-    print(summary + (f"; {len(failed)} failed" if failed else ""), file=sys.stderr)
+    print(summary + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
