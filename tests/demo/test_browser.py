@@ -47,7 +47,7 @@ def _free_port() -> int:
 
 def make_pipeline():
     """The pipeline under test (a separate function so a test session can swap it)."""
-    from faceclip.pipelines import load_pipeline
+    from faceclip.pipelines.loading import load_pipeline
 
     return load_pipeline("tiny-random")
 
@@ -73,7 +73,7 @@ def server(tmp_path_factory):
     config = DemoConfig(
         output_dir=tmp_path_factory.mktemp("demo-outputs"),
         model_name="tiny-random",
-        defaults=GenerationSettings(prompt="", num_images=2, steps=2, seed=7, width=256, height=256),
+        defaults=GenerationSettings(prompt="", num_images=2, steps=2, seed=7, width=128, height=128),
         max_file_size="1mb",
         show_license_notice=False,
     )
@@ -149,7 +149,7 @@ def test_upload_generate_and_download(page, server):
     response = page.request.get(link.get_attribute("href"))
     assert response.ok
     with Image.open(io.BytesIO(response.body())) as image:
-        assert image.format == "PNG" and image.size == (256, 256)
+        assert image.format == "PNG" and image.size == (128, 128)
         meta = json.loads(image.text["faceclip"])
     assert meta["prompt"] == PROMPT and meta["steps"] == 2
     assert meta["seed"] in (first_seed, (first_seed + 1) % 2**32)

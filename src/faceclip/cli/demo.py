@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from faceclip.demo import DemoConfig, create_demo, launch_demo
         from faceclip.demo.app import import_gradio
-        from faceclip.pipelines import load_pipeline
+        from faceclip.pipelines.loading import load_pipeline
 
         import_gradio()
     except ImportError as error:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         show_license_notice=args.model != "tiny-random",
     )
     if args.model == "tiny-random":  # random weights make noise; keep the page quick
-        config = replace(config, defaults=replace(config.defaults, steps=4, width=512, height=512))
+        config = replace(config, defaults=replace(config.defaults, steps=4, width=128, height=128))
     if args.host not in LOOPBACK:
         logger.warning("listening on %s: other machines on your network can use this demo", args.host)
     try:

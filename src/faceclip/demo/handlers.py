@@ -105,8 +105,8 @@ class GenerationSettings:
         if self.guidance_scale is None or not 0.0 <= float(self.guidance_scale) <= 30.0:
             raise DemoError(f"The guidance scale must be between 0 and 30; got {self.guidance_scale}.")
         for name, value in (("width", self.width), ("height", self.height)):
-            if value is None or int(value) % 8 or not 256 <= int(value) <= 2048:
-                raise DemoError(f"The image {name} must be a multiple of 8 from 256 to 2048; got {value}.")
+            if value is None or int(value) % 8 or not 64 <= int(value) <= 2048:
+                raise DemoError(f"The image {name} must be a multiple of 8 from 64 to 2048; got {value}.")
         return GenerationSettings(
             prompt=prompt,
             negative_prompt=(self.negative_prompt or "").strip(),
