@@ -27,7 +27,8 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from faceclip.models import create_encoder
+from faceclip.models import FaceCLIPEncoder, create_encoder
+from faceclip.models import load_config as load_encoder_config
 from faceclip.models.tokenizer import get_tokenizer
 from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl_configs import load_config
@@ -95,6 +96,13 @@ def unet_config(arch: str) -> dict:
     }
 
 
+def faceclip_encoder(arch: str) -> FaceCLIPEncoder:
+    if arch == "tiny":
+        return create_encoder("faceclip-tiny")
+    # Converted released weights keep one face ViT for both branches (the release holds two identical copies).
+    return FaceCLIPEncoder.from_config(load_encoder_config("faceclip-sdxl") | {"share_face_encoder": True})
+
+
 def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str = "full"):
     """Stock SDXL and FaceCLIP-SDXL (random weights) sharing one UNet and one VAE."""
     started = time.perf_counter()
@@ -107,9 +115,7 @@ def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str = "full"
     )
     text_encoder = build(lambda: CLIPTextModel(config_l), device, dtype)
     text_encoder_2 = build(lambda: CLIPTextModelWithProjection(config_g), device, dtype)
-    encoder = build(
-        lambda: create_encoder("faceclip-sdxl" if arch == "full" else "faceclip-tiny"), device, dtype
-    )
+    encoder = build(lambda: faceclip_encoder(arch), device, dtype)
     tokenizer = clip_tokenizer()
     stock = StableDiffusionXLPipeline(
         vae=vae,
@@ -240,11 +246,14 @@ def main(argv: list[str] | None, defaults: dict) -> int:
     modes = {"both": [False, True], "off": [False], "on": [True]}[args.offload]
     for offload in modes:
         for name, run in runners(stock, faceclip, face, args.size, args.size, args.guidance).items():
-            pipe = stock if name == "stock_sdxl" else faceclip
+            pipe, other = (stock, faceclip) if name == "stock_sdxl" else (faceclip, stock)
+            other.to("cpu")  # only the measured pipeline's models stay on the device
             if offload:
                 pipe.enable_model_cpu_offload(device=device)
             else:
                 pipe.to(device)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             key = f"{name}{'_offload' if offload else ''}"
             results["settings"][key] = measure(run, device, args.steps, args.repeats, args.warmup_steps)
             logging.info("%s: %s", key, results["settings"][key])
