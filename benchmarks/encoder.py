@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--face-vit", choices=("shared", "separate"), default="shared")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument(
+        "--cases", default="distinct,same", help="distinct: one face per row; same: one face for every row"
+    )
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -88,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batch_sizes:
             prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
             faces = torch.rand(batch, 3, 112, 112, generator=generator).to(device)
-            cases = {"distinct": faces}
-            if batch > 1:
-                cases["same"] = faces[:1].expand(batch, -1, -1, -1)
+            cases = {"distinct": faces, "same": faces[:1].expand(batch, -1, -1, -1)}
+            cases = {
+                k: v
+                for k, v in cases.items()
+                if k in args.cases.split(",") and (k == "distinct" or batch > 1)
+            }
             for label, images in cases.items():
 
                 def call(images=images, prompts=prompts):
