@@ -3,7 +3,7 @@
 Examples:
     faceclip eval score --manifest runs/peer/manifest.jsonl --out reports/peer
     faceclip eval run --model ByteDance/FaceCLIP --identities unsplash50/ --prompts portrait --seeds 4 --out reports/ours
-    accelerate launch --num_processes 8 -m faceclip eval run ...     # split a large grid across 8 GPUs
+    accelerate launch --multi_gpu --num_processes 8 -m faceclip eval run ...   # split a grid across 8 GPUs
 
 Each manifest line is a JSON object {"image": ..., "reference": ..., "prompt": ...} (optional: "identity", "seed",
 "baseline"); relative paths are read from the manifest's folder.
@@ -117,7 +117,7 @@ def run_score(args: argparse.Namespace) -> int:
     for problem in manifest.problems:
         logger.warning("%s: %s", args.manifest, problem)
     settings = {"command": "score", "manifest": str(args.manifest)}
-    return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _state_or_none())
+    return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _state_or_none(args))
 
 
 def run_grid(args: argparse.Namespace) -> int:
@@ -138,7 +138,7 @@ def run_grid(args: argparse.Namespace) -> int:
             _check_positive(args, name)
         identities = find_identities(args.identities)
         prompts = load_prompts(args.prompts)
-        state = process_state()
+        state = process_state(cpu=True if args.device == "cpu" else None)
     except (FileNotFoundError, ValueError, ImportError) as err:
         return _fail(err, 2)
     out = Path(args.out)
@@ -269,12 +269,12 @@ def _generate(args: argparse.Namespace, cells: list, out, settings, state) -> li
     return distributed_map(generate_share, cells, state)
 
 
-def _state_or_none():
+def _state_or_none(args: argparse.Namespace):
     """Accelerate's process state when accelerate is installed (so `accelerate launch` splits the work)."""
     try:
         from faceclip.evaluation.parallel import process_state
 
-        return process_state()
+        return process_state(cpu=True if args.device == "cpu" else None)
     except ImportError:
         return None
 

@@ -1,6 +1,6 @@
 """Splitting evaluation work across processes with Hugging Face Accelerate.
 
-Launched with ``accelerate launch`` (or ``torchrun``), every process takes a contiguous slice of the work
+Launched with ``accelerate launch`` or ``torchrun`` (CPU processes: ``torchrun``), every process takes a contiguous slice of the work
 (:meth:`accelerate.PartialState.split_between_processes`) and the results are gathered back in the original
 order (:func:`accelerate.utils.gather_object`). A plain single-process run does not need Accelerate at all.
 """
@@ -14,15 +14,24 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def process_state():
-    """The Accelerate :class:`~accelerate.PartialState` of this process (one process when not launched)."""
+def process_state(cpu: bool | None = None):
+    """The Accelerate :class:`~accelerate.PartialState` of this process (one process when not launched).
+
+    Args:
+        cpu: run the processes on the CPU (gloo); ``None``: when no accelerator is available. Accelerate joins
+            CPU processes started by ``torchrun`` into one group only when this is set.
+    """
     try:
         from accelerate import PartialState
     except ImportError as err:
         raise ImportError(
             'Splitting evaluation across processes needs accelerate: pip install "faceclip[eval]"'
         ) from err
-    return PartialState()
+    if cpu is None:
+        import torch
+
+        cpu = not torch.accelerator.is_available()
+    return PartialState(cpu=cpu)
 
 
 def distributed_map(fn: Callable[[list[T]], list[R]], items: Sequence[T], state=None) -> list[R]:
