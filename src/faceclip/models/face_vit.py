@@ -130,8 +130,7 @@ class FaceViT(nn.Module):
         images = images.to(self.pos_embed.dtype)
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        grid = self.config.grid_size * self.config.patch_size
-        x = self.patch_embed(images[..., :grid, :grid]).flatten(2).transpose(1, 2)  # (B, N, width)
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, width); trailing pixels unseen
         x = x + self.pos_embed
         for block in self.blocks:
             x = block(x)
