@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for name in ("max_images", "concurrency"):
+        if getattr(args, name) < 1:
+            print(
+                f"faceclip demo: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.",
+                file=sys.stderr,
+            )
+            return 2
     from dataclasses import replace
     from pathlib import Path
 
@@ -71,13 +78,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"faceclip demo: {error}", file=sys.stderr)
         return 1
-    for name in ("max_images", "concurrency"):
-        if getattr(args, name) < 1:
-            print(
-                f"faceclip demo: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.",
-                file=sys.stderr,
-            )
-            return 2
     try:
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.dtype, device)

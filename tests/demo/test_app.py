@@ -1,0 +1,93 @@
+"""The Gradio page without a browser: its wiring, queue limits and event functions (with a fake pipeline)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from conftest import FakePipeline
+
+gr = pytest.importorskip("gradio")
+
+from faceclip.demo import DemoConfig, GenerationSettings, create_demo  # noqa: E402
+from faceclip.outputs import read_png_metadata  # noqa: E402
+
+
+@pytest.fixture
+def config(tmp_path):
+    return DemoConfig(
+        output_dir=tmp_path / "out",
+        model_name="fake",
+        defaults=GenerationSettings(prompt="a photo", num_images=2, steps=2, width=64, height=64),
+        concurrency=2,
+        queue_size=5,
+    )
+
+
+def _event(demo, name):
+    (fn,) = [fn for fn in demo.fns.values() if fn.name == name]
+    return fn
+
+
+def test_queue_and_concurrency_limits(fake_pipe, config):
+    demo = create_demo(fake_pipe, config)
+    assert demo._queue.max_size == 5
+    generate = _event(demo, "on_generate")
+    assert generate.concurrency_limit == 2 and generate.queue
+    photo = _event(demo, "on_photo")
+    assert photo.preprocess is False  # the handler reads the upload itself, to word its own errors
+
+
+@pytest.mark.slow  # imports diffusers
+def test_default_form_follows_the_pipeline():
+    from faceclip import pipelines
+
+    defaults = DemoConfig().defaults
+    assert defaults.negative_prompt == pipelines.DEFAULT_NEGATIVE_PROMPT
+    assert (defaults.width, defaults.height) == (pipelines.DEFAULT_WIDTH, pipelines.DEFAULT_HEIGHT)
+
+
+def test_photo_event_refuses_a_non_image_in_words(fake_pipe, config, tmp_path):
+    on_photo = _event(create_demo(fake_pipe, config), "on_photo").fn
+    fake = tmp_path / "cat.jpg"
+    fake.write_bytes(b"\x00" * 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gr.Warning outside a request only warns
+        face, annotated, aligned, message = on_photo({"path": str(fake), "orig_name": "cat.jpg"})
+    assert face is None and annotated is None and aligned is None
+    assert message.startswith("**Cannot use this photo.**") and "not an image" in message
+
+
+def test_photo_then_generate(fake_pipe, config, photo_path):
+    demo = create_demo(fake_pipe, config)
+    face, annotated, aligned, message = _event(demo, "on_photo").fn({"path": str(photo_path)})
+    assert annotated.size == (80, 96)
+    assert face is not None and aligned.size == (448, 448) and message.startswith("Face found")
+
+    on_generate = _event(demo, "on_generate").fn
+    updates = list(
+        on_generate(face, "a photo", "", 2, 2, 5.0, 11, "Custom 64×64", progress=lambda *a, **k: None)
+    )
+    gallery, files = updates[-1]
+    assert len(updates) == 2 and gallery == files and len(files) == 2  # the gallery grows image by image
+    assert [read_png_metadata(p)["seed"] for p in files] == [11, 12]
+
+
+def test_generate_without_a_face_changes_nothing(fake_pipe, config):
+    on_generate = _event(create_demo(fake_pipe, config), "on_generate").fn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        updates = list(
+            on_generate(None, "a photo", "", 1, 2, 5.0, 0, "Custom 64×64", progress=lambda *a, **k: None)
+        )
+    assert len(updates) == 1 and all(isinstance(u, type(gr.skip())) for u in updates[0])
+    assert fake_pipe.calls == []
+
+
+def test_generation_failure_is_a_short_message(config, photo_path):
+    pipe = FakePipeline(fails_with=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    demo = create_demo(pipe, config)
+    face = _event(demo, "on_photo").fn({"path": str(photo_path)})[0]
+    on_generate = _event(demo, "on_generate").fn
+    with pytest.raises(gr.Error, match="ran out of memory"):
+        list(on_generate(face, "a photo", "", 1, 2, 5.0, 0, "Custom 64×64", progress=lambda *a, **k: None))
