@@ -154,26 +154,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(
-    run: Callable[[int], None], device: torch.device, steps: int, repeats: int, warmup_steps: int
-) -> dict:
-    """Mean seconds per image over ``repeats`` calls after one warm-up call, and the peak memory."""
-    run(warmup_steps)
+def timed(run: Callable[[int], None], device: torch.device, steps: int) -> float:
+    """Seconds for one image."""
     synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    started = time.perf_counter()
+    run(steps)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def peak_memory_gib(run: Callable[[int], None], device: torch.device, steps: int) -> float:
+    """Peak GPU memory of one call (the process's peak RSS on the CPU); the call also warms up."""
+    if device.type != "cuda":
         run(steps)
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    result = {"s_per_image": sum(times) / len(times), "runs_s": [round(t, 3) for t in times]}
-    if device.type == "cuda":
-        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    else:
-        result["peak_process_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return result
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    run(steps)
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**30
 
 
 def runners(stock, faceclip, face: torch.Tensor, height: int, width: int, guidance: float):
@@ -244,27 +243,40 @@ def main(argv: list[str] | None, defaults: dict) -> int:
         "settings": {},
     }
     modes = {"both": [False, True], "off": [False], "on": [True]}[args.offload]
+    memory_key = "peak_gpu_gib" if device.type == "cuda" else "peak_process_rss_gib"
     for offload in modes:
-        for name, run in runners(stock, faceclip, face, args.size, args.size, args.guidance).items():
+        runs = runners(stock, faceclip, face, args.size, args.size, args.guidance)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        memory = {}
+        for name, run in runs.items():
             pipe, other = (stock, faceclip) if name == "stock_sdxl" else (faceclip, stock)
-            other.to("cpu")  # only the measured pipeline's models stay on the device
+            other.to("cpu")  # only the measured pipeline's models on the device
             if offload:
                 pipe.enable_model_cpu_offload(device=device)
             else:
                 pipe.to(device)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            key = f"{name}{'_offload' if offload else ''}"
-            results["settings"][key] = measure(run, device, args.steps, args.repeats, args.warmup_steps)
-            logging.info("%s: %s", key, results["settings"][key])
-            if offload:
+            memory[name] = peak_memory_gib(run, device, args.warmup_steps)  # also the warm-up call
+            if offload:  # offload hooks sit on the shared UNet and VAE: one pipeline at a time
+                times[name] = [timed(run, device, args.steps) for _ in range(args.repeats)]
                 pipe.remove_all_hooks()
+        if not offload:  # both resident; interleaved, so clock drifts hit both pipelines alike
+            stock.to(device)
+            faceclip.to(device)
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    times[name].append(timed(run, device, args.steps))
+        for name in runs:
+            key = f"{name}{'_offload' if offload else ''}"
+            results["settings"][key] = {
+                "s_per_image": sum(times[name]) / len(times[name]),
+                "runs_s": [round(t, 3) for t in times[name]],
+                memory_key: memory[name],
+            }
+            logging.info("%s: %s", key, results["settings"][key])
     for suffix in ("", "_offload"):
-        timed = results["settings"]
-        if f"stock_sdxl{suffix}" in timed:
-            ratio = (
-                timed[f"faceclip_sdxl{suffix}"]["s_per_image"] / timed[f"stock_sdxl{suffix}"]["s_per_image"]
-            )
+        rows = results["settings"]
+        if f"stock_sdxl{suffix}" in rows:
+            ratio = rows[f"faceclip_sdxl{suffix}"]["s_per_image"] / rows[f"stock_sdxl{suffix}"]["s_per_image"]
             results[f"ratio_faceclip_over_stock{suffix}"] = ratio
     print_table(results)
     if args.json:

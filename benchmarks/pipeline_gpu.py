@@ -3,7 +3,7 @@
 Measures seconds per image, their ratio and peak GPU memory, with and without model CPU offload. Needs no
 network (everything is built from packaged configs). About 2-4 minutes on one H100.
 
-    python benchmarks/pipeline_gpu.py [--repeats 2] [--offload both|off|on] [--json results.json]
+    python benchmarks/pipeline_gpu.py [--repeats 3] [--offload both|off|on] [--json results.json]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 from pipeline_bench import main
 
-DEFAULTS = {"device": "cuda", "dtype": "bf16", "size": 1024, "steps": 30, "repeats": 2, "offload": "both"}
+DEFAULTS = {"device": "cuda", "dtype": "bf16", "size": 1024, "steps": 30, "repeats": 3, "offload": "both"}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], DEFAULTS))
