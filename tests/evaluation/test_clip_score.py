@@ -82,3 +82,14 @@ def test_folder_without_weights_gives_a_clear_error(tiny_clip_dir, tmp_path):
     (tmp_path / "config.json").write_text((tiny_clip_dir / "config.json").read_text())
     with pytest.raises(WeightsNotFoundError, match=r"model\.safetensors"):
         CLIPScorer.from_pretrained(tmp_path)
+
+
+def test_loads_in_float32_whatever_the_stored_dtype(tmp_path):
+    from transformers import CLIPProcessor
+
+    from .conftest import build_tiny_clip
+
+    model, tokenizer, image_processor = build_tiny_clip()
+    model.half().save_pretrained(tmp_path)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp_path)
+    assert CLIPScorer.from_pretrained(tmp_path).model.dtype == torch.float32

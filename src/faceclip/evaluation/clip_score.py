@@ -52,7 +52,8 @@ class CLIPScorer:
         Args:
             source: hub id (through the Hugging Face cache; ``HF_HUB_OFFLINE=1`` keeps to the cache) or a folder
                 written by ``save_pretrained``.
-            **kwargs: passed to ``CLIPModel.from_pretrained`` (e.g. ``torch_dtype``).
+            **kwargs: passed to ``CLIPModel.from_pretrained``; ``dtype`` defaults to float32, so scores do not
+                depend on how a checkpoint happens to be stored.
 
         Raises:
             WeightsNotFoundError: the model is not on disk and cannot be downloaded.
@@ -62,6 +63,7 @@ class CLIPScorer:
         what = "the CLIP model used for CLIP-T and CLIP-I"
         hint = "Pass another CLIP with --clip-model ID_OR_DIR, or skip the CLIP metrics with --no-clip."
         # Fails early, with the package's usual message, when the folder or the cached repo is missing.
+        kwargs.setdefault("dtype", torch.float32)
         resolve_file(source, "config.json", what=what, hint=hint)
         folder = Path(source).expanduser() if Path(source).expanduser().is_dir() else str(source)
         try:
