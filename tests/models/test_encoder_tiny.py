@@ -247,3 +247,13 @@ def test_branch_input_ids_without_prefix_rejected(tiny_encoder, faces):
     ids = tiny_encoder.tokenize(["a photo"], has_face=[False])
     with pytest.raises(ValueError, match="input_ids: row 0 has a face"):
         tiny_encoder.branch_l(ids, torch.tensor([True]), faces=faces[:1])
+
+
+def test_create_encoder_overrides_and_unknown_names():
+    enc = create_encoder("faceclip-tiny", seed=0, share_face_encoder=True)
+    assert enc.branch_g.face_encoder is enc.branch_l.face_encoder
+    assert not any(k.startswith("branch_g.face_encoder.") for k in enc.state_dict())
+    with pytest.raises(TypeError, match="unknown config entries"):
+        create_encoder("faceclip-tiny", widht=3)
+    with pytest.raises(ValueError, match="unknown encoder config 'faceclip-xl'"):
+        create_encoder("faceclip-xl")
