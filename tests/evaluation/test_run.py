@@ -202,3 +202,22 @@ def test_eval_run_split_across_two_processes_matches_one(tmp_path, astronaut, no
     assert [i["clip_t"] for i in one["images"]] == pytest.approx(
         [i["clip_t"] for i in two["images"]], abs=0.2
     )
+
+
+def test_eval_run_missing_model_is_a_clear_error(tmp_path, astronaut, noise_image, tiny_clip_dir, capsys):
+    args, out = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir)
+    args[args.index("tiny-random")] = str(tmp_path / "no-such-model")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Could not find" in err and "no-such-model" in err and "Traceback" not in err
+    assert not (out / "report.json").exists()
+
+
+def test_eval_run_user_errors(tmp_path, capsys):
+    assert main(["eval", "run", "--identities", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "--identities" in capsys.readouterr().err
+    assert (
+        main(["eval", "run", "--identities", str(tmp_path), "--seeds", "0", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "--seeds must be at least 1" in capsys.readouterr().err

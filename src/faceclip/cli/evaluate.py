@@ -155,7 +155,7 @@ def run_grid(args: argparse.Namespace) -> int:
 
     try:
         results = _generate(args, cells, out, settings, state)
-    except (OSError, ValueError) as err:  # WeightsNotFoundError is an OSError
+    except (OSError, ValueError, ImportError) as err:  # WeightsNotFoundError is an OSError
         return _fail(err, 1)
 
     entries = grid_manifest(cells, out)
