@@ -12,22 +12,31 @@ from PIL import Image
 from faceclip.face import DetectedFace, NoFaceFoundError
 
 
+def _face(shift: float, size: float) -> DetectedFace:
+    x, y = 10.0 + shift, 12.0
+    return DetectedFace(
+        box=np.array([x, y, x + size, y + size * 1.2], dtype=np.float32),
+        score=0.93,
+        landmarks=np.array(
+            [[x + 10, y + 18], [x + 30, y + 18], [x + 20, y + 28], [x + 12, y + 38], [x + 28, y + 38]],
+            dtype=np.float32,
+        ),
+    )
+
+
 class FakePipeline:
     """Records calls; makes a flat image whose colour depends on the generator's seed."""
 
-    def __init__(self, finds_face: bool = True, fails_with: Exception | None = None):
-        self.finds_face = finds_face
+    def __init__(self, num_faces: int = 1, fails_with: Exception | None = None):
+        self.faces = [_face(shift=60 * i, size=40 - 5 * i) for i in range(num_faces)]  # largest first
+        self.face_analyzer = SimpleNamespace(detect=lambda image: list(self.faces))
         self.fails_with = fails_with
         self.calls: list[dict] = []
 
     def prepare_face(self, face_image, face_index=None):
-        if not self.finds_face:
+        if not self.faces or (face_index or 0) >= len(self.faces):
             raise NoFaceFoundError("no face found in the image")
-        detection = DetectedFace(
-            box=np.array([10.0, 12.0, 50.0, 60.0], dtype=np.float32),
-            score=0.93,
-            landmarks=np.array([[20, 30], [40, 30], [30, 40], [22, 50], [38, 50]], dtype=np.float32),
-        )
+        detection = self.faces[face_index or 0]
         return SimpleNamespace(
             tensor=torch.full((1, 3, 448, 448), 0.5),
             image=Image.new("RGB", (448, 448), (9, 9, 9)),

@@ -25,8 +25,7 @@ def config(tmp_path):
 
 
 def _event(demo, name):
-    (fn,) = [fn for fn in demo.fns.values() if fn.name == name]
-    return fn
+    return next(fn for fn in demo.fns.values() if fn.name == name)
 
 
 def test_queue_and_concurrency_limits(fake_pipe, config):
@@ -53,14 +52,15 @@ def test_photo_event_refuses_a_non_image_in_words(fake_pipe, config, tmp_path):
     fake.write_bytes(b"\x00" * 64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gr.Warning outside a request only warns
-        face, annotated, aligned, message = on_photo({"path": str(fake), "orig_name": "cat.jpg"})
+        face, annotated, aligned, message, _ = on_photo({"path": str(fake), "orig_name": "cat.jpg"})
     assert face is None and annotated is None and aligned is None
     assert message.startswith("**Cannot use this photo.**") and "not an image" in message
 
 
 def test_photo_then_generate(fake_pipe, config, photo_path):
     demo = create_demo(fake_pipe, config)
-    face, annotated, aligned, message = _event(demo, "on_photo").fn({"path": str(photo_path)})
+    face, annotated, aligned, message, choice = _event(demo, "on_photo").fn({"path": str(photo_path)})
+    assert choice.visible is False  # one face: nothing to choose
     assert annotated.size == (80, 96)
     assert face is not None and aligned.size == (448, 448) and message.startswith("Face found")
 
@@ -71,6 +71,17 @@ def test_photo_then_generate(fake_pipe, config, photo_path):
     gallery, files = updates[-1]
     assert len(updates) == 2 and gallery == files and len(files) == 2  # the gallery grows image by image
     assert [read_png_metadata(p)["seed"] for p in files] == [11, 12]
+
+
+def test_choosing_another_face(config, photo_path):
+    pipe = FakePipeline(num_faces=2)
+    demo = create_demo(pipe, config)
+    on_photo = [fn for fn in demo.fns.values() if fn.name == "on_photo"]
+    assert len(on_photo) == 2  # a new photo, and a new choice of face
+    face, _, _, message, choice = on_photo[0].fn({"path": str(photo_path)})
+    assert choice.visible is True and choice.value == "1" and "2 faces found" in message
+    face, _, _, message, choice = on_photo[1].fn({"path": str(photo_path)}, "2")
+    assert face.detection is pipe.faces[1] and choice.value == "2" and "using face 2" in message
 
 
 def test_generate_without_a_face_changes_nothing(fake_pipe, config):

@@ -101,6 +101,7 @@ def page(browser, server):
             route.abort()
 
     context.route("**/*", keep_local)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = context.new_page()
     page.goto(url, wait_until="domcontentloaded")
     page.locator("#generate").wait_for()
@@ -118,9 +119,26 @@ def _wait_for_face(page) -> None:
     page.locator("#aligned img").wait_for()
 
 
+def test_choose_among_several_faces(page, tmp_path):
+    group = Image.new("RGB", (720, 384), (255, 255, 255))
+    with Image.open(FACE_PHOTO) as face:  # the same person twice, the second one smaller and mirrored
+        group.paste(face.convert("RGB"), (0, 0))
+        group.paste(
+            face.convert("RGB").resize((300, 300)).transpose(Image.Transpose.FLIP_LEFT_RIGHT), (400, 40)
+        )
+    group.save(tmp_path / "two-people.png")
+
+    _upload(page, tmp_path / "two-people.png")
+    info = page.locator("#face-info")
+    info.get_by_text("2 faces found; using face 1").wait_for(timeout=60_000)
+    page.locator("#face-choice input[value='2']").check()
+    info.get_by_text("2 faces found; using face 2").wait_for(timeout=60_000)
+    page.locator("#aligned img").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "demo-two-faces.png"), full_page=True)
+
+
 def test_upload_generate_and_download(page, server):
     _, config = server
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     _upload(page, FACE_PHOTO)
     _wait_for_face(page)
@@ -157,7 +175,6 @@ def test_upload_generate_and_download(page, server):
 
 
 def test_errors_are_shown_in_plain_words_and_the_app_keeps_serving(page, server, tmp_path):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     face_info = page.locator("#face-info")
 
     # Generating before any photo is uploaded.

@@ -62,7 +62,21 @@ def test_draw_detection_scales_large_photos():
 
 def test_prepare_face_without_a_face_says_so(photo_path):
     with pytest.raises(DemoError, match="No face found"):
-        handlers.prepare_face(FakePipeline(finds_face=False), handlers.read_photo(photo_path))
+        handlers.prepare_face(FakePipeline(num_faces=0), handlers.read_photo(photo_path))
+
+
+def test_prepare_face_picks_among_several_faces(tmp_path):
+    pipe = FakePipeline(num_faces=3)
+    photo = Image.new("RGB", (200, 80), (0, 0, 0))
+    first = handlers.prepare_face(pipe, photo)
+    assert (first.num_faces, first.face_index) == (3, 0)
+    assert "3 faces found; using face 1" in first.message
+    third = handlers.prepare_face(pipe, photo, face_index=2)
+    assert third.face_index == 2 and third.face.detection is pipe.faces[2]
+    assert "using face 3" in third.message
+    assert third.annotated.getpixel((10, 40)) == (200, 200, 200)  # face 1: grey, not used
+    assert third.annotated.getpixel((130, 40))[1] == 220  # face 3: green
+    assert handlers.prepare_face(pipe, photo, face_index=7).face_index == 0  # stale choice: the largest
 
 
 @pytest.mark.parametrize(

@@ -104,16 +104,18 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
 
     progress_tracker = gr.Progress()  # Gradio fills in a per-request tracker for this default
 
-    def on_photo(payload: Any):
+    def on_photo(payload: Any, choice: str | None = None):
         path = _payload_path(payload)
+        no_choice = gr.Radio(choices=[], value=None, visible=False)
         if path is None:
-            return None, None, None, FACE_HINT
+            return None, None, None, FACE_HINT, no_choice
         try:
-            preview = handlers.prepare_face(pipe, handlers.read_photo(path))
+            face_index = int(choice) - 1 if choice else None
+            preview = handlers.prepare_face(pipe, handlers.read_photo(path), face_index=face_index)
         except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
             logger.info("photo refused: %s", error)
             gr.Warning(str(error), title="Cannot use this photo")
-            return None, None, None, f"**Cannot use this photo.** {error}"
+            return None, None, None, f"**Cannot use this photo.** {error}", no_choice
         except Exception:
             logger.exception("face preparation failed")
             raise gr.Error(
@@ -121,7 +123,11 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                 title="Cannot use this photo",
                 print_exception=False,
             ) from None
-        return preview.face, preview.annotated, preview.aligned, preview.message
+        choices = [str(i + 1) for i in range(preview.num_faces)]
+        face_choice = gr.Radio(
+            choices=choices, value=choices[preview.face_index], visible=preview.num_faces > 1
+        )
+        return preview.face, preview.annotated, preview.aligned, preview.message, face_choice
 
     def on_generate(
         face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress=progress_tracker
@@ -165,7 +171,8 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                 _generation_failure(error), title="Generation failed", print_exception=False
             ) from None
 
-    with gr.Blocks(title="FaceCLIP demo", analytics_enabled=False) as demo:
+    # delete_cache: every hour, drop uploads and served copies older than a day from Gradio's cache.
+    with gr.Blocks(title="FaceCLIP demo", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(INTRO)
         if config.show_license_notice:
             gr.Markdown(
@@ -189,6 +196,9 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                         label="Aligned face (model input)", interactive=False, height=220, elem_id="aligned"
                     )
                 face_info = gr.Markdown(FACE_HINT, elem_id="face-info")
+                face_choice = gr.Radio(
+                    [], label="Face (largest first)", visible=False, interactive=True, elem_id="face-choice"
+                )
                 prompt = gr.Textbox(label="2. Prompt", value=defaults.prompt, lines=2, elem_id="prompt")
                 gr.Examples(
                     [[text] for text in handlers.EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts"
@@ -235,13 +245,16 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                     elem_id="files",
                 )
 
-        face_outputs = [face_state, detected, aligned, face_info]
+        face_outputs = [face_state, detected, aligned, face_info, face_choice]
         photo.change(
-            lambda: (None, None, None, "Looking for a face…"),
+            lambda: (None, None, None, "Looking for a face…", gr.skip()),
             outputs=face_outputs,
             queue=False,
             show_progress="hidden",
         ).then(on_photo, inputs=photo, outputs=face_outputs, preprocess=False, concurrency_limit=2)
+        face_choice.input(
+            on_photo, inputs=[photo, face_choice], outputs=face_outputs, preprocess=False, concurrency_limit=2
+        )
         randomise.click(handlers.random_seed, outputs=seed, queue=False, show_progress="hidden")
         generate.click(
             on_generate,

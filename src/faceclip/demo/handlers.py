@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +52,8 @@ class DemoError(Exception):
 class DemoPipeline(Protocol):
     """What the demo needs from a pipeline (satisfied by ``FaceCLIPStableDiffusionXLPipeline``)."""
 
+    face_analyzer: Any  # a faceclip.face.FaceAnalyzer
+
     def prepare_face(self, face_image: Any, face_index: int | None = None) -> Any: ...
 
     def __call__(self, **kwargs: Any) -> Any: ...
@@ -63,15 +65,20 @@ class FacePreview:
 
     Attributes:
         face: the pipeline's ``PreparedFace``; pass it back to :func:`generate_images`.
-        annotated: the photo (downscaled for display) with the detected box and landmarks drawn on it.
+        annotated: the photo (downscaled for display) with every face's box, the chosen one in green with its
+            landmarks.
         aligned: the aligned face crop the encoder will see.
         message: a one-line description for the page.
+        num_faces: how many faces the photo shows.
+        face_index: the face used, in detection order (largest first).
     """
 
     face: Any
     annotated: Image.Image
     aligned: Image.Image
     message: str
+    num_faces: int = 1
+    face_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,12 +170,15 @@ def read_photo(path: str | os.PathLike, max_pixels: int = MAX_PHOTO_PIXELS) -> I
         ) from None
 
 
-def prepare_face(pipe: DemoPipeline, photo: Image.Image, display_size: int = 768) -> FacePreview:
-    """Detect and align the face in ``photo`` with the pipeline's own face preparation.
+def prepare_face(
+    pipe: DemoPipeline, photo: Image.Image, face_index: int | None = None, display_size: int = 768
+) -> FacePreview:
+    """Detect and align a face in ``photo`` with the pipeline's own face analyzer.
 
     Args:
         pipe: the loaded pipeline.
         photo: an RGB photo, e.g. from :func:`read_photo`.
+        face_index: which face when there are several, largest first; ``None`` or out of range: the largest.
         display_size: the longer side of the annotated preview.
 
     Raises:
@@ -176,31 +186,43 @@ def prepare_face(pipe: DemoPipeline, photo: Image.Image, display_size: int = 768
     """
     from faceclip.face import NoFaceFoundError
 
-    try:
-        face = pipe.prepare_face(photo)
-    except NoFaceFoundError:
-        raise DemoError(
-            "No face found in this photo. Use a clear, well-lit photo where one face is large and "
-            "looking roughly at the camera."
-        ) from None
-    detection = face.detection
-    annotated = draw_detection(photo, detection, display_size)
-    message = (
-        f"Face found (detector confidence {float(detection.score):.0%}). This aligned crop will be used."
+    no_face = DemoError(
+        "No face found in this photo. Use a clear, well-lit photo where one face is large and "
+        "looking roughly at the camera."
     )
-    return FacePreview(face=face, annotated=annotated, aligned=face.image, message=message)
+    faces = pipe.face_analyzer.detect(photo)
+    if not faces:
+        raise no_face
+    index = face_index if face_index is not None and 0 <= face_index < len(faces) else 0
+    try:
+        face = pipe.prepare_face(photo, face_index=index)
+    except NoFaceFoundError:
+        raise no_face from None
+    others = [other for i, other in enumerate(faces) if i != index]
+    annotated = draw_detection(photo, face.detection, display_size, others=others)
+    if len(faces) == 1:
+        message = f"Face found (detector confidence {float(face.detection.score):.0%}). This aligned crop will be used."
+    else:
+        message = (
+            f"{len(faces)} faces found; using face {index + 1} (green box; faces are numbered largest first). "
+            "Pick another one under “Face”."
+        )
+    return FacePreview(face, annotated, face.image, message, num_faces=len(faces), face_index=index)
 
 
-def draw_detection(photo: Image.Image, detection: Any, display_size: int = 768) -> Image.Image:
-    """A copy of ``photo`` scaled to fit ``display_size`` with the face box and 5 landmarks drawn on it."""
+def draw_detection(
+    photo: Image.Image, detection: Any, display_size: int = 768, others: Sequence[Any] = ()
+) -> Image.Image:
+    """A copy of ``photo`` scaled to fit ``display_size``: ``detection``'s box and 5 landmarks in colour, the
+    boxes of ``others`` (the faces not used) in grey."""
     scale = min(1.0, display_size / max(photo.size))
     canvas = photo.convert("RGB").resize(
         (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.LANCZOS
     )
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 200))
-    x0, y0, x1, y1 = (float(v) * scale for v in detection.box)
-    draw.rectangle((x0, y0, x1, y1), outline=(40, 220, 90), width=width)
+    for face, colour in [*((other, (200, 200, 200)) for other in others), (detection, (40, 220, 90))]:
+        draw.rectangle(tuple(float(v) * scale for v in face.box), outline=colour, width=width)
     radius = width * 1.5
     for x, y in detection.landmarks:
         cx, cy = float(x) * scale, float(y) * scale
