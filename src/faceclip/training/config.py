@@ -33,6 +33,7 @@ class RunConfig:
     tensorboard: bool = False
     max_nonfinite_steps: int = 5  # stop after this many non-finite losses in a row
     progress_bar: bool = True
+    eval_samples: int = 64  # held-out samples for the retrieval metrics at the start and the end (0: none)
     find_unused_parameters: bool = True  # DDP: frozen or dead branches leave some parameters without grads
 
 
@@ -75,6 +76,8 @@ class LossConfig:
     text_weight: float = 1.0
     image_weight: float = 1.0
     mask_same_identity: bool = True  # same-identity pairs are not used as negatives when labels are known
+    init_logit_scale: float | None = 2.6592  # ln(1/0.07), set when a run starts (not on resume); None keeps
+    init_logit_bias: float | None = -10.0  # the encoder's values
 
 
 @dataclass
@@ -89,12 +92,16 @@ class HeadConfig:
 class TargetConfig:
     """Where the frozen alignment targets come from.
 
+    ``face``/``text``: ``"encoder"`` computes them with the branch's own frozen face ViT and text tower,
+    ``"precomputed"`` reads ``face_<b>``/``text_<b>`` from the data (e.g. synthetic data).
     ``image_l``/``image_g`` name the CLIP vision tower of each branch: ``"precomputed"`` (read from the data;
     no tower in memory), ``"tiny-random"`` (a small seeded CLIP vision tower, for smoke runs only), or a
     transformers ``CLIPVisionModelWithProjection`` hub id or folder. It should be the vision half of the CLIP
     whose text tower the branch uses, so that text and image targets share one space.
     """
 
+    face: str = "encoder"  # "encoder": the branch's frozen face ViT identity vector | "precomputed"
+    text: str = "encoder"  # "encoder": the branch's frozen text tower + text_projection | "precomputed"
     image_l: str = "openai/clip-vit-large-patch14"
     image_g: str = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
     seed: int = 0
@@ -207,6 +214,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return [_coerce(item, v, key) for v in value]
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         return value
     raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r} ({type(value).__name__}).")

@@ -150,7 +150,9 @@ class ShardStream(IterableDataset):
                     produced += 1
                     yield sample
             if produced == 0 and to_skip == 0:
-                raise RuntimeError(f"data.source: no readable sample in {len(mine)} shard(s) for this process.")
+                raise RuntimeError(
+                    f"data.source: no readable sample in {len(mine)} shard(s) for this process."
+                )
             epoch += 1
 
 
@@ -207,10 +209,13 @@ class ManifestDataset(Dataset):
         }
 
 
-def build_source(config: DataConfig, *, train: bool = True) -> Dataset | list[Path]:
+def build_source(
+    config: DataConfig, *, train: bool = True, target_dims: dict[str, int] | None = None
+) -> Dataset | list[Path]:
     """The data set named by ``config.source``: a map-style data set, or the list of shards.
 
-    ``train=False`` gives the held-out split of the synthetic source (other seed) used for evaluation.
+    ``train=False`` gives the held-out split of the synthetic source (other seed) used for evaluation;
+    ``target_dims`` asks the synthetic source for precomputed targets (see ``SyntheticFaceDataset``).
     """
     source = config.source
     if source == "synthetic":
@@ -221,6 +226,7 @@ def build_source(config: DataConfig, *, train: bool = True) -> Dataset | list[Pa
             face_size=config.face_size,
             seed=config.seed if train else config.seed + 10_007,
             different_reference_photo=config.different_reference_photo,
+            target_dims=target_dims,
         )
     path = Path(source)
     if path.is_dir() and list_shards(path):
@@ -234,10 +240,16 @@ def build_source(config: DataConfig, *, train: bool = True) -> Dataset | list[Pa
 
 
 def build_dataloader(
-    config: DataConfig, *, rank: int = 0, world_size: int = 1, start_batch: int = 0, seed: int | None = None
+    config: DataConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    start_batch: int = 0,
+    seed: int | None = None,
+    target_dims: dict[str, int] | None = None,
 ) -> DataLoader:
     """An endless loader of this process's batches, starting after ``start_batch`` global batches."""
-    source = build_source(config)
+    source = build_source(config, target_dims=target_dims)
     seed = config.seed if seed is None else seed
     if isinstance(source, list):
         stream = ShardStream(
@@ -250,3 +262,15 @@ def build_dataloader(
         )
     sampler = GlobalBatchSampler(len(source), config.batch_size, rank, world_size, seed, start_batch)
     return DataLoader(source, batch_sampler=sampler, num_workers=config.num_workers, collate_fn=collate)
+
+
+def eval_batch(config: DataConfig, samples: int, target_dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """A fixed evaluation batch: held-out synthetic samples, or the first ``samples`` of the data."""
+    source = build_source(config, train=False, target_dims=target_dims)
+    if isinstance(source, list):
+        stream = ShardStream(source, image_size=config.image_size, face_size=config.face_size, seed=config.seed,
+                             different_reference_photo=config.different_reference_photo)  # fmt: skip
+        items = [s for s, _ in zip(stream, range(samples))]
+    else:
+        items = [source[i] for i in range(min(samples, len(source)))]
+    return collate(items)

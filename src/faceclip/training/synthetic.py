@@ -32,6 +32,11 @@ def caption_for(code: int) -> str:
     return f"a person in a {colour} {garment} {action} in the {place}"
 
 
+def hash_word(word: str) -> int:
+    """A stable integer for a caption word (Python's ``hash`` changes between runs)."""
+    return sum((i + 1) * ord(c) for i, c in enumerate(word))
+
+
 def num_captions() -> int:
     return len(COLOURS) * len(GARMENTS) * len(ACTIONS) * len(PLACES)
 
@@ -46,6 +51,11 @@ class SyntheticFaceDataset(Dataset):
         face_size: side of the aligned reference face.
         seed: changes every sample.
         different_reference_photo: draw the reference face as another photo of the same person.
+        target_dims: precomputed targets to attach, by name and width, e.g. ``{"face_l": 512, "text_l": 768,
+            "image_l": 768}``. They stand in for frozen encoders with the structure real ones have: a face
+            target per person (plus photo noise), a text target that sums one vector per caption word, and an
+            image target mixing the caption's and the person's vectors. Random tiny towers give targets that
+            are all nearly parallel, which no real encoder does; these keep a smoke run meaningful.
     """
 
     def __init__(
@@ -56,6 +66,7 @@ class SyntheticFaceDataset(Dataset):
         face_size: int = 448,
         seed: int = 0,
         different_reference_photo: bool = True,
+        target_dims: dict[str, int] | None = None,
     ):
         if num_samples < 1 or num_identities < 1:
             raise ValueError(
@@ -64,6 +75,7 @@ class SyntheticFaceDataset(Dataset):
         self.num_samples, self.num_identities = num_samples, num_identities
         self.image_size, self.face_size, self.seed = image_size, face_size, seed
         self.different_reference_photo = different_reference_photo
+        self.target_dims = dict(target_dims or {})
 
     def __len__(self) -> int:
         return self.num_samples
@@ -73,6 +85,28 @@ class SyntheticFaceDataset(Dataset):
         for part in parts:
             value = (value * 1_000_003 + part) % (2**62)
         return torch.Generator().manual_seed(value)
+
+    def _vector(self, name: str, kind: int, item: int, dim: int) -> torch.Tensor:
+        g = self._generator(4, sum(map(ord, name)), kind, item)
+        return F.normalize(torch.randn(dim, generator=g), dim=0)
+
+    def targets(self, caption: str, identity: int, index: int) -> dict[str, torch.Tensor]:
+        """Precomputed targets of one sample (see ``target_dims``)."""
+        out = {}
+        words = caption.split()
+        slots = [words[4], words[5], words[6], words[-1]]
+        g = self._generator(5, index)
+        for name, dim in self.target_dims.items():
+            space = name.split("_", 1)[1]  # one embedding space per branch: "l" or "g"
+            person = self._vector(space, 0, identity, dim)
+            text = F.normalize(sum(self._vector(space, 1, hash_word(w), dim) for w in slots), dim=0)
+            if name.startswith("face"):
+                out[name] = person + 0.3 * torch.randn(dim, generator=g) / dim**0.5
+            elif name.startswith("text"):
+                out[name] = text
+            else:
+                out[name] = text + 0.5 * person + 0.1 * torch.randn(dim, generator=g) / dim**0.5
+        return out
 
     def face_photo(self, identity: int, photo: int) -> torch.Tensor:
         """(3, face_size, face_size) in [0, 1]: photo number ``photo`` of person ``identity``."""
@@ -109,5 +143,5 @@ class SyntheticFaceDataset(Dataset):
             "has_face": True,
             "original_size": (s, s),
             "crop_top_left": (0, 0),
-            "targets": {},
+            "targets": self.targets(caption, identity, index),
         }
