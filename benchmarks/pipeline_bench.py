@@ -201,7 +201,7 @@ def parse_args(argv: list[str] | None, defaults: dict) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=defaults["size"], help="image height = width in pixels")
     parser.add_argument("--steps", type=int, default=defaults["steps"])
     parser.add_argument("--repeats", type=int, default=defaults["repeats"], help="timed images per setting")
-    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.get("warmup_steps", 2))
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument(
         "--offload",

@@ -133,3 +133,30 @@ def test_bad_arguments(tmp_path, capsys, face_photo, args, message):
         base += ["--prompt", "a"]
     code, err = run(capsys, *base, *args)
     assert code != 0 and message in err
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_on_tiny_models(tmp_path):
+    """The GPU benchmark's code path (built offline, both pipelines, JSON), on tiny models on the CPU."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "pipeline_cpu.py"
+    args = [
+        "--arch",
+        "tiny",
+        "--dtype",
+        "fp32",
+        "--size",
+        "64",
+        "--steps",
+        "1",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=600)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results["settings"]) == {"stock_sdxl", "faceclip_sdxl"}
+    assert results["ratio_faceclip_over_stock"] > 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "ByteDance/FaceCLIP"
+DEFAULT_MODEL = "ByteDance/FaceCLIP"  # faceclip.pipelines.RELEASED_REPO (not imported: --help stays fast)
 TINY_DEFAULTS = {"steps": 4, "size": (128, 96)}
 """``--model tiny-random`` defaults: its output is noise, so it is kept small and fast."""
 

@@ -7,6 +7,7 @@
 
 from faceclip.pipelines.embedding_cache import CacheInfo
 from faceclip.pipelines.face_input import FACE_SIZE, PreparedFace, prepare_face
+from faceclip.pipelines.loading import RELEASED_REPO, load_pipeline, load_released_components
 from faceclip.pipelines.pipeline_faceclip_sdxl import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_HEIGHT,
@@ -25,11 +26,14 @@ __all__ = [
     "DEFAULT_NUM_INFERENCE_STEPS",
     "DEFAULT_WIDTH",
     "FACE_SIZE",
+    "RELEASED_REPO",
     "TINY_RANDOM",
     "CacheInfo",
     "FaceCLIPStableDiffusionXLPipeline",
     "FaceCLIPStableDiffusionXLPipelineOutput",
     "PreparedFace",
     "build_tiny_components",
+    "load_pipeline",
+    "load_released_components",
     "prepare_face",
 ]

@@ -283,7 +283,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             face_index: which detected face to use when the photo shows several (largest first).
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             return_dict: return a :class:`FaceCLIPStableDiffusionXLPipelineOutput` rather than a tuple.
-            callback_on_step_end: called as ``fn(pipe, step, timestep, callback_kwargs)`` after every step.
+            callback_on_step_end: called as ``fn(pipe, step, timestep, callback_kwargs)`` after every step
+                (``pipe`` is the ``StableDiffusionXLPipeline`` doing the denoising); returns ``callback_kwargs``.
             callback_on_step_end_tensor_inputs: the tensors passed in ``callback_kwargs``.
             **sdxl_kwargs: further ``StableDiffusionXLPipeline`` arguments (``guidance_rescale``,
                 ``original_size``, ``denoising_end``, ``negative_prompt_embeds``, ...).
