@@ -19,7 +19,6 @@ def config(tmp_path):
         output_dir=tmp_path / "out",
         model_name="fake",
         defaults=GenerationSettings(prompt="a photo", num_images=2, steps=2, width=64, height=64),
-        concurrency=2,
         queue_size=5,
     )
 
@@ -32,7 +31,8 @@ def test_queue_and_concurrency_limits(fake_pipe, config):
     demo = create_demo(fake_pipe, config)
     assert demo._queue.max_size == 5
     generate = _event(demo, "on_generate")
-    assert generate.concurrency_limit == 2 and generate.queue
+    assert generate.queue and generate.concurrency_limit == 1  # one pipeline: one run at a time
+    assert {fn.concurrency_limit for fn in demo.fns.values() if fn.name == "on_photo"} == {1}
     photo = _event(demo, "on_photo")
     assert photo.preprocess is False  # the handler reads the upload itself, to word its own errors
 

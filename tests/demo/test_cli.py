@@ -21,7 +21,7 @@ def test_help_lists_the_options(capsys):
         main(["demo", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--model", "--host", "--port", "--share", "--max-file-size", "--concurrency"):
+    for option in ("--model", "--host", "--port", "--share", "--max-file-size", "--queue-size"):
         assert option in out
 
 

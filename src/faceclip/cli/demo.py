@@ -49,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-images", type=int, default=4, help="most images per request (default: 4)")
     parser.add_argument(
-        "--concurrency", type=int, default=1, help="generations running at once; others queue (default: 1)"
+        "--queue-size", type=int, default=16, help="requests that may wait while one runs (default: 16)"
     )
     parser.add_argument("--max-file-size", default="10mb", help="upload size limit (default: 10mb)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("max_images", "concurrency"):
+    for name in ("max_images", "queue_size"):
         if getattr(args, name) < 1:
             print(
                 f"faceclip demo: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.",
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=Path(args.output_dir),
         model_name=args.model,
         max_images=args.max_images,
-        concurrency=args.concurrency,
+        queue_size=args.queue_size,
         max_file_size=args.max_file_size,
         show_license_notice=args.model != "tiny-random",
     )

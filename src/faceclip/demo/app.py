@@ -53,8 +53,9 @@ class DemoConfig:
         defaults: the values the form starts with.
         max_images: the most images one request may ask for.
         max_steps: the most denoising steps one request may ask for.
-        concurrency: generation requests running at once (the rest wait in the queue).
-        queue_size: requests allowed to wait; more are refused with a "queue full" message.
+        queue_size: requests allowed to wait; more are refused with a "queue full" message. One generation
+            and one face detection run at a time: a pipeline is not thread-safe (its scheduler holds the state
+            of the current run), nor is an OpenCV network.
         max_file_size: upload size limit, e.g. ``"10mb"``.
         show_license_notice: show the non-commercial licence of the released weights.
     """
@@ -64,7 +65,6 @@ class DemoConfig:
     defaults: GenerationSettings = field(default_factory=default_settings)
     max_images: int = 4
     max_steps: int = 100
-    concurrency: int = 1
     queue_size: int = 16
     max_file_size: str = "10mb"
     show_license_notice: bool = True
@@ -251,19 +251,31 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
             outputs=face_outputs,
             queue=False,
             show_progress="hidden",
-        ).then(on_photo, inputs=photo, outputs=face_outputs, preprocess=False, concurrency_limit=2)
+        ).then(
+            on_photo,
+            inputs=photo,
+            outputs=face_outputs,
+            preprocess=False,
+            concurrency_id="face",
+            concurrency_limit=1,
+        )
         face_choice.input(
-            on_photo, inputs=[photo, face_choice], outputs=face_outputs, preprocess=False, concurrency_limit=2
+            on_photo,
+            inputs=[photo, face_choice],
+            outputs=face_outputs,
+            preprocess=False,
+            concurrency_id="face",
+            concurrency_limit=1,
         )
         randomise.click(handlers.random_seed, outputs=seed, queue=False, show_progress="hidden")
         generate.click(
             on_generate,
             inputs=[face_state, prompt, negative, num_images, steps, guidance, seed, size],
             outputs=[gallery, files],
-            concurrency_limit=config.concurrency,
             concurrency_id="generate",
+            concurrency_limit=1,
         )
-    demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo
 
 
