@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import urllib.error
@@ -151,6 +152,9 @@ def test_upload_generate_and_download(page, server):
     first_seed = int(seed.input_value())
     assert 0 <= first_seed <= 2**32 - 1
     page.locator("#generate").click()
+    progress = page.locator("#gallery").get_by_text(re.compile(r"Image [12]/2, step [12]/2"))
+    progress.first.wait_for(timeout=GENERATE_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "demo-progress.png"), full_page=True)
     gallery_images = page.locator("#gallery img")
     page.wait_for_function(
         "() => document.querySelectorAll('#gallery img').length >= 2", timeout=GENERATE_TIMEOUT_MS
