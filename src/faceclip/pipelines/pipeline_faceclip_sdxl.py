@@ -178,6 +178,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ embeddings
 
+    @torch.no_grad()
     def encode_prompt(
         self, face: PreparedFace, prompts: list[str], device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +195,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         out = encoder(face_images=faces, prompts=prompts, has_face=has_face)
         return out.prompt_embeds, out.pooled_prompt_embeds
 
+    @torch.no_grad()
     def encode_negative_prompt(
         self, negative_prompts: list[str], device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
