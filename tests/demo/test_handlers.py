@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 from conftest import FakePipeline
 from PIL import Image
@@ -41,6 +44,18 @@ def test_read_photo_refuses_too_many_pixels_before_decoding(tmp_path):
     with pytest.raises(DemoError, match=r"too large \(100×50 pixels\)"):
         handlers.read_photo(path, max_pixels=4_999)
     assert handlers.read_photo(path, max_pixels=5_000).size == (100, 50)
+
+
+def test_read_photo_refuses_a_decompression_bomb_from_its_header(tmp_path):
+    # A PNG header announcing 60000 x 60000 pixels and no image data: never decoded.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(DemoError, match="too large"):
+        handlers.read_photo(path)
 
 
 def test_prepare_face_draws_the_detection(fake_pipe, photo_path):

@@ -11,11 +11,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceclip.demo import handlers
 from faceclip.demo.handlers import DemoError, GenerationSettings
 from faceclip.hub import NONCOMMERCIAL_NOTICE
+
+if TYPE_CHECKING:  # pragma: no cover
+    import gradio
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ and generate. Each result is a PNG that carries its prompt, seed and settings in
 """
 
 FACE_HINT = "Upload a photo with one clearly visible face (JPEG, PNG or WebP)."
+
+_CSS = "#face-info { min-height: 2.5em; }"
 
 
 def default_settings() -> GenerationSettings:
@@ -81,7 +86,7 @@ def import_gradio():
     return gradio
 
 
-def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
+def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -> gradio.Blocks:
     """Build the page around a loaded pipeline.
 
     Args:
@@ -93,6 +98,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
     """
     gr = import_gradio()
     config = config or DemoConfig()
+    output_dir = Path(config.output_dir).resolve()  # fixed now: the working directory may change later
     defaults = config.defaults
     size_labels = list(handlers.SIZES)
     default_size = next(
@@ -159,7 +165,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
                 pipe,
                 face,
                 settings,
-                config.output_dir,
+                output_dir,
                 model_name=config.model_name,
                 on_progress=lambda fraction, desc: progress(fraction, desc=desc),
             ):
@@ -280,7 +286,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None):
 
 
 def launch_demo(
-    demo,
+    demo: gradio.Blocks,
     config: DemoConfig | None = None,
     *,
     host: str = "127.0.0.1",
@@ -288,7 +294,7 @@ def launch_demo(
     share: bool = False,
     block: bool = True,
     quiet: bool = False,
-):
+) -> str:
     """Serve ``demo`` (from :func:`create_demo`) with the demo's safety settings.
 
     Args:
@@ -325,11 +331,6 @@ def launch_demo(
         css=_CSS,
     )
     return local_url
-
-
-_CSS = """
-#face-info { min-height: 2.5em; }
-"""
 
 
 def _payload_path(payload: Any) -> str | None:

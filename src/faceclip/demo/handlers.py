@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -151,23 +152,31 @@ def read_photo(path: str | os.PathLike, max_pixels: int = MAX_PHOTO_PIXELS) -> I
     from faceclip.face import ImageLoadError, load_image
 
     try:
-        with Image.open(path) as header:  # reads the header only: size is known before any decoding
-            width, height = header.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # reads the header only: size is known before any decoding
+                width, height = header.size
+    except Image.DecompressionBombError:  # Pillow refuses to even open it: far beyond our own limit
+        raise DemoError(_too_large(max_pixels)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise DemoError(
             "This file is not an image we can read. Upload a photo in JPEG, PNG or WebP format."
         ) from None
     if width * height > max_pixels:
-        raise DemoError(
-            f"This photo is too large ({width}×{height} pixels). "
-            f"Use one under {max_pixels / 1e6:.0f} megapixels, e.g. scaled down to 2000 pixels wide."
-        )
+        raise DemoError(_too_large(max_pixels, f" ({width}×{height} pixels)"))
     try:
         return load_image(path, max_pixels=max_pixels)
     except ImageLoadError:
         raise DemoError(
             "This image file is damaged or truncated. Try saving it again or use another photo."
         ) from None
+
+
+def _too_large(max_pixels: int, size: str = "") -> str:
+    return (
+        f"This photo is too large{size}. "
+        f"Use one under {max_pixels / 1e6:.0f} megapixels, e.g. scaled down to 2000 pixels wide."
+    )
 
 
 def prepare_face(
