@@ -146,7 +146,11 @@ def run_grid(args: argparse.Namespace) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     cells = plan_grid(identities, prompts, seeds, baselines=args.clip_i and not args.no_clip)
     settings = GenerationSettings(
-        args.steps, args.guidance_scale, args.height, args.width, args.negative_prompt
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        height=args.height,
+        width=args.width,
+        negative_prompt=args.negative_prompt,
     )
     logger.info(
         "grid: %d identities x %d prompts x %d seeds = %d images, %d process(es)",
