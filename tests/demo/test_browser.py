@@ -47,7 +47,7 @@ def _free_port() -> int:
 
 
 def make_pipeline():
-    """The pipeline under test (a separate function so a test session can swap it)."""
+    """The pipeline under test: tiny random weights (the images are noise), offline."""
     from faceclip.pipelines.loading import load_pipeline
 
     return load_pipeline("tiny-random")
