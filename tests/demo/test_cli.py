@@ -28,6 +28,8 @@ def test_help_lists_the_options(capsys):
 def test_bad_limits_are_refused(capsys):
     assert main(["demo", "--model", "tiny-random", "--max-images", "0"]) == 2
     assert "--max-images must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--model", "tiny-random", "--max-file-size", "100"]) == 2
+    assert "--max-file-size must be a number and a unit" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # imports diffusers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 DEFAULT_MODEL = "ByteDance/FaceCLIP"
@@ -63,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    if not re.fullmatch(r"\d+\s*(b|kb|mb|gb)", args.max_file_size.strip().lower()):
+        print(
+            f"faceclip demo: --max-file-size must be a number and a unit, e.g. 10mb or 500kb; "
+            f"got {args.max_file_size!r}.",
+            file=sys.stderr,
+        )
+        return 2
     from dataclasses import replace
     from pathlib import Path
 
