@@ -55,6 +55,11 @@ def test_write_reports_writes_every_file(scores, tmp_path):
     for kind, path in written.items():
         assert path.name == REPORT_FILES[kind] and path.stat().st_size > 0
     assert json.loads(written["json"].read_text())["counts"]["scored"] == 3
+    markdown = written["markdown"].read_text()
+    assert "| CLIP-T | 25.00 |" in markdown
+    assert all(
+        f"]({name})" in markdown for name in ("per_prompt.png", "id_sim_vs_clip_t.png", "contact_sheet.png")
+    )
     for kind in ("per_prompt_plot", "scatter_plot", "contact_sheet"):
         with Image.open(written[kind]) as image:
             assert image.format == "PNG" and image.width > 100
@@ -74,7 +79,9 @@ def test_without_clip_the_scatter_is_skipped(scores, tmp_path):
     no_clip = [ImageScore(**{**s.to_json(), "clip_t": None}) for s in scores]
     written = write_reports(build_report(no_clip, [], "rec", None), tmp_path, contact_sheet=False)
     assert set(written) == {"json", "markdown", "per_prompt_plot"}
-    assert "`not computed`" in written["markdown"].read_text()
+    markdown = written["markdown"].read_text()
+    assert "`not computed`" in markdown and "| CLIP-T | " not in markdown.split("## Per prompt")[0]
+    assert "(per_prompt.png)" in markdown and ".png)" not in markdown.replace("(per_prompt.png)", "")
 
 
 def test_an_empty_report_still_writes_json_and_markdown(tmp_path):

@@ -82,8 +82,7 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, contact_sheet: bo
     written = {
         "json": write_text_atomic(
             out / REPORT_FILES["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        ),
-        "markdown": write_text_atomic(out / REPORT_FILES["markdown"], render_markdown(report)),
+        )
     }
     if scores:
         written["per_prompt_plot"] = plot_per_prompt(report, out / REPORT_FILES["per_prompt_plot"])
@@ -93,6 +92,8 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, contact_sheet: bo
             written["contact_sheet"] = save_png(
                 make_contact_sheet(scores), out / REPORT_FILES["contact_sheet"]
             )
+    figures = [kind for kind in ("per_prompt_plot", "scatter_plot", "contact_sheet") if kind in written]
+    written["markdown"] = write_text_atomic(out / REPORT_FILES["markdown"], render_markdown(report, figures))
     for kind, path in written.items():
         logger.info("wrote %s: %s", kind, path)
     return written
@@ -101,8 +102,13 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, contact_sheet: bo
 # ----------------------------------------------------------------------------------------------- markdown
 
 
-def render_markdown(report: Mapping) -> str:
-    """The report as a Markdown page: what was measured, the overall table, then per prompt and per identity."""
+def render_markdown(report: Mapping, figures: Sequence[str] = ()) -> str:
+    """The report as a Markdown page: what was measured, the overall table, then per prompt and per identity.
+
+    Args:
+        report: the dict of :func:`build_report`.
+        figures: kinds of the figures written beside it (keys of :data:`REPORT_FILES`), linked at the end.
+    """
     aggregates = report["aggregates"]
     overall = aggregates["overall"]
     lines = [
@@ -120,25 +126,24 @@ def render_markdown(report: Mapping) -> str:
         "| metric | mean | std | n |",
         "|---|---:|---:|---:|",
     ]
-    for key, label in (
-        ("id_sim", "ID-Sim"),
-        ("id_sim_detected", "ID-Sim (faces only)"),
-        ("clip_t", "CLIP-T"),
-        ("clip_i", "CLIP-I"),
+    for key, label, spec in (
+        ("id_sim", "ID-Sim", ".4f"),
+        ("id_sim_detected", "ID-Sim (faces only)", ".4f"),
+        ("clip_t", "CLIP-T", ".2f"),
+        ("clip_i", "CLIP-I", ".4f"),
     ):
         summary = overall[key]
         if summary is not None:
-            lines.append(f"| {label} | {summary['mean']:.4f} | {summary['std']:.4f} | {summary['n']} |")
+            lines.append(f"| {label} | {summary['mean']:{spec}} | {summary['std']:{spec}} | {summary['n']} |")
     lines.append(f"| no-face rate | {_fmt(overall['no_face_rate'], '.3f')} | | {overall['n_images']} |")
     for title, key in (("Per prompt", "per_prompt"), ("Per identity", "per_identity")):
         lines += ["", f"## {title}", "", *_group_table(aggregates[key], key.removeprefix("per_"))]
     if report["problems"]:
         lines += ["", "## Problems (lines not scored, or scored in part)", ""]
         lines += [f"- line {p['line']}: {_md_cell(p['message'])}" for p in report["problems"]]
-    lines += ["", "## Figures", ""]
-    lines += [
-        f"![{name}]({REPORT_FILES[name]})" for name in ("per_prompt_plot", "scatter_plot", "contact_sheet")
-    ]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({REPORT_FILES[name]})" for name in figures]
     return "\n".join(lines) + "\n"
 
 
