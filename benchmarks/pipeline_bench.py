@@ -1,5 +1,7 @@
 """Stock SDXL vs FaceCLIP-SDXL: seconds per image and peak memory, on the full-size architecture.
 
+(``--arch small`` keeps the layout and divides every width by 4, for CPUs without fast bf16.)
+
 Everything is built from configs shipped in the package (SDXL UNet/VAE/scheduler, the FaceCLIP encoder) or
 written below (SDXL's two CLIP text encoders), with random weights: no downloads, so it runs on a machine
 without network. Random weights make noise images, but the compute is that of the real models.
@@ -83,36 +85,69 @@ def clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=dict(ours.vocab), merges=list(merges), model_max_length=77)
 
 
+SMALL = 4
+"""``--arch small``: the full layout (every depth, layer and head count) with every width divided by this."""
+
+
+def text_configs(arch: str) -> tuple[dict, dict]:
+    if arch != "small":
+        return TEXT_ENCODER_CONFIGS[arch]
+    widths = ("hidden_size", "intermediate_size", "projection_dim")
+    return tuple(c | {k: c[k] // SMALL for k in widths} for c in TEXT_ENCODER_CONFIGS["full"])
+
+
 def unet_config(arch: str) -> dict:
     if arch == "full":
         return load_config("sdxl_unet")
-    config = load_config("tiny_unet")
-    pooled = TEXT_ENCODER_CONFIGS["tiny"][1]["projection_dim"]
-    widths = sum(c["hidden_size"] for c in TEXT_ENCODER_CONFIGS["tiny"])
-    time_ids = 6 * config["addition_time_embed_dim"]
+    text_l, text_g = text_configs(arch)
+    if arch == "small":
+        config = load_config("sdxl_unet")
+        config["block_out_channels"] = [c // SMALL for c in config["block_out_channels"]]
+        config["addition_time_embed_dim"] //= SMALL
+        config["norm_num_groups"] = 16
+    else:
+        config = load_config("tiny_unet")
     return config | {
-        "cross_attention_dim": widths,
-        "projection_class_embeddings_input_dim": time_ids + pooled,
+        "cross_attention_dim": text_l["hidden_size"] + text_g["hidden_size"],
+        "projection_class_embeddings_input_dim": 6 * config["addition_time_embed_dim"]
+        + text_g["projection_dim"],
     }
+
+
+def vae_config(arch: str) -> dict:
+    if arch == "tiny":
+        return load_config("tiny_vae")
+    config = load_config("sdxl_vae")
+    if arch == "small":
+        config["block_out_channels"] = [c // SMALL for c in config["block_out_channels"]]
+    return config
 
 
 def faceclip_encoder(arch: str) -> FaceCLIPEncoder:
     if arch == "tiny":
         return create_encoder("faceclip-tiny")
     # Converted released weights keep one face ViT for both branches (the release holds two identical copies).
-    return FaceCLIPEncoder.from_config(load_encoder_config("faceclip-sdxl") | {"share_face_encoder": True})
+    config = load_encoder_config("faceclip-sdxl") | {"share_face_encoder": True}
+    if arch == "small":
+        widths = {
+            "text": ("width", "mlp_dim", "projection_dim"),
+            "face": ("width", "mlp_dim", "identity_dim"),
+            "fuser": ("deform_mlp_dim", "text_mlp_dim", "fusion_dim"),
+        }
+        for branch in ("branch_l_config", "branch_g_config"):
+            for part, keys in widths.items():
+                config[branch][part] = config[branch][part] | {
+                    k: config[branch][part][k] // SMALL for k in keys
+                }
+    return FaceCLIPEncoder.from_config(config)
 
 
 def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str = "full"):
     """Stock SDXL and FaceCLIP-SDXL (random weights) sharing one UNet and one VAE."""
     started = time.perf_counter()
-    config_l, config_g = (CLIPTextConfig(**TEXT_COMMON, **c) for c in TEXT_ENCODER_CONFIGS[arch])
+    config_l, config_g = (CLIPTextConfig(**TEXT_COMMON, **c) for c in text_configs(arch))
     unet = build(lambda: UNet2DConditionModel.from_config(unet_config(arch)), device, dtype)
-    vae = build(
-        lambda: AutoencoderKL.from_config(load_config("sdxl_vae" if arch == "full" else "tiny_vae")),
-        device,
-        dtype,
-    )
+    vae = build(lambda: AutoencoderKL.from_config(vae_config(arch)), device, dtype)
     text_encoder = build(lambda: CLIPTextModel(config_l), device, dtype)
     text_encoder_2 = build(lambda: CLIPTextModelWithProjection(config_g), device, dtype)
     encoder = build(lambda: faceclip_encoder(arch), device, dtype)
@@ -210,7 +245,12 @@ def parse_args(argv: list[str] | None, defaults: dict) -> argparse.Namespace:
         help="with and/or without enable_model_cpu_offload (GPU only)",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--arch", choices=("full", "tiny"), default="full", help="tiny: a quick smoke test")
+    parser.add_argument(
+        "--arch",
+        choices=("full", "small", "tiny"),
+        default=defaults.get("arch", "full"),
+        help="full: SDXL and FaceCLIP sizes; small: the same layout, widths / 4; tiny: a quick smoke test",
+    )
     return parser.parse_args(argv)
 
 
