@@ -99,7 +99,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             pretrained_model_name_or_path: folder or hub id with ``model_index.json``, ``vae/``, ``unet/``,
                 ``scheduler/`` and ``faceclip_encoder/``.
             torch_dtype: dtype of the model weights; ``None`` keeps the saved dtype.
-            **kwargs: passed to each component's ``from_pretrained`` (``revision``, ``cache_dir``, ...).
+            **kwargs: ``revision`` (branch, tag or commit) for hub repos.
 
         Raises:
             faceclip.hub.WeightsNotFoundError: a file is missing (with where we looked and how to get it).
