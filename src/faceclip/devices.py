@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -16,7 +22,9 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"--device: '{name}' is not a device; use 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.") from err
+        raise ValueError(
+            f"--device: '{name}' is not a device; use 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."
+        ) from err
 
 
 def resolve_dtype(name: str | None, device: torch.device | None = None) -> torch.dtype:

@@ -50,11 +50,15 @@ def resolve_file(
         path = local / filename
         if path.is_file():
             return path
-        raise WeightsNotFoundError(_message(what, f"{path} (no such file in the local folder)", source, filename, hint))
+        raise WeightsNotFoundError(
+            _message(what, f"{path} (no such file in the local folder)", source, filename, hint)
+        )
     if local.suffix and local.exists():
         return local
     if _looks_like_local_path(str(source)):
-        raise WeightsNotFoundError(_message(what, f"{local} (no such file or folder)", source, filename, hint))
+        raise WeightsNotFoundError(
+            _message(what, f"{local} (no such file or folder)", source, filename, hint)
+        )
 
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -62,7 +66,9 @@ def resolve_file(
     try:
         return Path(hf_hub_download(str(source), filename, revision=revision, local_files_only=is_offline()))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
-        where = f"the Hugging Face cache and hub repo '{source}'" + (" (HF_HUB_OFFLINE is set)" if is_offline() else "")
+        where = f"the Hugging Face cache and hub repo '{source}'" + (
+            " (HF_HUB_OFFLINE is set)" if is_offline() else ""
+        )
         raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
 
 
@@ -72,7 +78,12 @@ def _looks_like_local_path(source: str) -> bool:
 
 
 def _message(
-    what: str, where: str, source: str | os.PathLike, filename: str, hint: str | None, cause: Exception | None = None
+    what: str,
+    where: str,
+    source: str | os.PathLike,
+    filename: str,
+    hint: str | None,
+    cause: Exception | None = None,
 ) -> str:
     lines = [
         f"Could not find {what}: '{filename}'.",
@@ -86,5 +97,7 @@ def _message(
     if hint:
         lines.append(hint)
     if cause is not None:
-        lines.append(f"(underlying error: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
+        lines.append(
+            f"(underlying error: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
+        )
     return "\n".join(lines)

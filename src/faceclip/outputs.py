@@ -11,7 +11,9 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, metadata: Mapping[str, object] | None = None) -> Path:
+def save_png(
+    image: Image.Image, path: str | os.PathLike, metadata: Mapping[str, object] | None = None
+) -> Path:
     """Save ``image`` as PNG with ``metadata`` in text chunks, atomically (temporary file, then rename).
 
     Each metadata entry becomes one ``tEXt``/``iTXt`` chunk; non-string values are stored as JSON. The whole
@@ -27,11 +29,18 @@ def save_png(image: Image.Image, path: str | os.PathLike, metadata: Mapping[str,
     try:
         with os.fdopen(fd, "wb") as handle:
             image.save(handle, format="PNG", pnginfo=info)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict:
@@ -41,7 +50,9 @@ def read_png_metadata(path: str | os.PathLike) -> dict:
     return json.loads(text["faceclip"]) if "faceclip" in text else {}
 
 
-def make_grid(images: Sequence[Image.Image], cols: int | None = None, pad: int = 4, fill=(255, 255, 255)) -> Image.Image:
+def make_grid(
+    images: Sequence[Image.Image], cols: int | None = None, pad: int = 4, fill=(255, 255, 255)
+) -> Image.Image:
     """Tile ``images`` (resized to the first one's size) into a contact sheet with ``cols`` columns."""
     if not images:
         raise ValueError("make_grid needs at least one image")
@@ -51,6 +62,10 @@ def make_grid(images: Sequence[Image.Image], cols: int | None = None, pad: int =
     sheet = Image.new("RGB", (cols * width + (cols + 1) * pad, rows * height + (rows + 1) * pad), fill)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        tile = image.convert("RGB").resize((width, height)) if image.size != (width, height) else image.convert("RGB")
+        tile = (
+            image.convert("RGB").resize((width, height))
+            if image.size != (width, height)
+            else image.convert("RGB")
+        )
         sheet.paste(tile, (pad + c * (width + pad), pad + r * (height + pad)))
     return sheet

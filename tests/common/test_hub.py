@@ -1,0 +1,31 @@
+import pytest
+
+from faceclip.hub import WeightsNotFoundError, resolve_file
+
+
+def test_local_folder_file_is_found(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.pt").write_bytes(b"x")
+    assert resolve_file(tmp_path, "model/w.pt", what="the weights") == tmp_path / "model" / "w.pt"
+
+
+def test_missing_file_in_local_folder_names_file_folder_and_fix(tmp_path):
+    with pytest.raises(WeightsNotFoundError) as err:
+        resolve_file(tmp_path, "model/w.pt", what="the encoder weights", hint="See docs.")
+    text = str(err.value)
+    assert "the encoder weights" in text and "model/w.pt" in text and str(tmp_path) in text
+    assert "--model PATH" in text and "See docs." in text
+
+
+def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="no such file or folder"):
+        resolve_file(tmp_path / "nowhere", "w.pt", what="the weights")
+
+
+def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as err:
+        resolve_file("someone/some-model", "model/w.pt", what="the weights")
+    text = str(err.value)
+    assert "HF_HUB_OFFLINE" in text and "hf download someone/some-model model/w.pt" in text

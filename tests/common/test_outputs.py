@@ -1,0 +1,41 @@
+import os
+import stat
+
+import pytest
+from PIL import Image
+
+from faceclip.outputs import make_grid, read_png_metadata, save_png
+
+
+def test_save_png_round_trips_metadata_and_uses_normal_permissions(tmp_path):
+    image = Image.new("RGB", (8, 6), (10, 20, 30))
+    meta = {"prompt": "a photo", "seed": 7, "size": [6, 8]}
+    path = save_png(image, tmp_path / "a.png", meta)
+    assert read_png_metadata(path) == meta
+    with Image.open(path) as reread:
+        assert reread.text["prompt"] == "a photo"
+        assert reread.text["seed"] == "7"
+        assert reread.size == (8, 6)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary file left behind
+
+
+def test_save_png_failure_leaves_existing_file_untouched(tmp_path):
+    path = tmp_path / "a.png"
+    save_png(Image.new("RGB", (4, 4)), path, {"n": 1})
+    before = path.read_bytes()
+    with pytest.raises(AttributeError):
+        save_png("not an image", path, {"n": 2})  # type: ignore[arg-type]
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_make_grid_layout():
+    tiles = [Image.new("RGB", (10, 8), (i * 40, 0, 0)) for i in range(5)]
+    grid = make_grid(tiles, cols=3, pad=2)
+    assert grid.size == (3 * 10 + 4 * 2, 2 * 8 + 3 * 2)
+    assert grid.getpixel((2 + 10 + 2, 2)) == (40, 0, 0)
+    with pytest.raises(ValueError, match="at least one image"):
+        make_grid([])
