@@ -86,6 +86,10 @@ class HeadConfig:
 
     face_dim: int = 512
     normalize: bool = True
+    # Subtract the (global) batch mean of each head's output before the loss. Flattened fused tokens share a
+    # large sample-independent part (padding positions, positional terms); centring removes it, which lets a
+    # freshly initialised head separate samples in tens of steps instead of thousands.
+    center: bool = True
 
 
 @dataclass

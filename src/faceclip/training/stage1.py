@@ -88,6 +88,7 @@ class Stage1Model(nn.Module):
         self.branches = list(heads)
         self.loss_config = config.loss
         self.target_config = config.model.targets
+        self.center = config.model.heads.center
 
     def train(self, mode: bool = True) -> Stage1Model:
         # The frozen face ViT (BatchNorm, patch masking) and the target towers always run in eval mode; the
@@ -125,6 +126,12 @@ class Stage1Model(nn.Module):
             return self.image_towers[name](batch["image"])
         return _precomputed(batch, f"image_{name}", f"model.targets.image_{name}")
 
+    def _center(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> minus its batch mean when ``model.heads.center`` (and N > 1)."""
+        if not self.center or x.shape[0] < 2:
+            return x
+        return x - x.mean(dim=0, keepdim=True)
+
     def forward(self, batch: dict) -> StepOutput:
         """The weighted stage-1 loss over the *global* batch (embeddings gathered from all processes)."""
         embeddings = self.embed(batch)
@@ -133,8 +140,12 @@ class Stage1Model(nn.Module):
         total, logs = 0.0, {}
         for name, e in embeddings.items():
             branch = getattr(self.encoder, f"branch_{name}")
+            face_pred, text_pred = (
+                self._center(gather_batch(e.face_pred)),
+                self._center(gather_batch(e.text_pred)),
+            )
             out = alignment_loss(
-                gather_batch(e.face_pred), gather_batch(e.text_pred), gather_batch(e.face_target),
+                face_pred, text_pred, gather_batch(e.face_target),
                 gather_batch(e.text_target), gather_batch(e.image_target), branch.logit_scale, branch.logit_bias,
                 kind=cfg.kind, weights=(cfg.face_weight, cfg.text_weight, cfg.image_weight), identity=identity,
             )  # fmt: skip
@@ -173,13 +184,13 @@ def evaluate_retrieval(model: Stage1Model, batch: dict) -> dict[str, float]:
     samples = torch.arange(identity.shape[0]) if "index" not in batch else batch["index"]
     metrics = {}
     for name, e in embeddings.items():
-        metrics[f"{name}/face_to_text"] = retrieval_accuracy(e.face_target, e.face_pred, identity)
-        metrics[f"{name}/text_to_text"] = retrieval_accuracy(
-            e.text_pred, e.text_target, captions.to(e.text_pred.device)
-        )
+        face_pred, text_pred = model._center(e.face_pred), model._center(e.text_pred)
+        device = text_pred.device
+        metrics[f"{name}/face_to_text"] = retrieval_accuracy(e.face_target, face_pred, identity.to(device))
+        metrics[f"{name}/text_to_text"] = retrieval_accuracy(text_pred, e.text_target, captions.to(device))
         if e.image_target is not None:
             metrics[f"{name}/text_to_image"] = retrieval_accuracy(
-                e.text_pred, e.image_target, samples.to(e.text_pred.device)
+                text_pred, e.image_target, samples.to(device)
             )
     metrics["chance/face_to_text"] = _chance(identity.cpu())
     metrics["chance/text_to_text"] = _chance(captions.cpu())

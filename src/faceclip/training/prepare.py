@@ -1,0 +1,190 @@
+"""Data preparation: photos with captions -> detected, aligned faces -> WebDataset shards.
+
+Input: a folder of images with sidecar ``.txt`` captions (``photo.jpg`` + ``photo.txt``; sub-folder names are
+identity labels with ``identity_from_folder``), or a JSONL manifest with ``{"image", "caption", "identity"?}``
+per line (image paths relative to the manifest). Items are sorted, cut into shards of ``samples_per_shard``,
+and shard ``s`` belongs to job ``s % num_shards``, so many jobs can run at once without talking to each other.
+Finished shards are skipped on a re-run, so an interrupted job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceclip.training.shards import SHARD_PATTERN, encode_sample, write_shard
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Item:
+    image: Path
+    caption: str
+    identity: str | None = None
+
+
+@dataclass
+class PrepareReport:
+    """What one job did."""
+
+    shards_written: list[int] = field(default_factory=list)
+    shards_skipped: list[int] = field(default_factory=list)  # already finished (resume)
+    samples_written: int = 0
+    samples_skipped: int = 0  # unreadable image or no usable face
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def list_items(source: str | Path, identity_from_folder: bool = False) -> list[Item]:
+    """The items of a folder with sidecar captions or of a JSONL manifest, sorted by image path.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist, or holds no captioned image.
+        ValueError: a manifest line is not valid JSON or lacks ``image``/``caption`` (its line number is given).
+    """
+    source = Path(source)
+    items: list[Item] = []
+    if source.is_file():
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                items.append(
+                    Item(source.parent / row["image"], str(row["caption"]), _identity(row.get("identity")))
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(
+                    f'{source}:{number}: expected {{"image": ..., "caption": ...}}, got {line[:80]!r}'
+                ) from err
+    elif source.is_dir():
+        for image in source.rglob("*"):
+            caption = image.with_suffix(".txt")
+            if image.suffix.lower() in IMAGE_SUFFIXES and caption.is_file():
+                identity = image.parent.name if identity_from_folder and image.parent != source else None
+                items.append(Item(image, caption.read_text().strip(), identity))
+    else:
+        raise FileNotFoundError(f"INPUT: '{source}' is neither a folder nor a JSONL manifest.")
+    if not items:
+        raise FileNotFoundError(
+            f"INPUT: no captioned images in '{source}' (each image needs a sidecar .txt caption)."
+        )
+    return sorted(items, key=lambda item: str(item.image))
+
+
+def _identity(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def prepare_shards(
+    items: list[Item],
+    out_dir: str | Path,
+    *,
+    analyzer,
+    samples_per_shard: int = 1000,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    face_size: int = 448,
+    image_towers: dict[str, object] | None = None,
+    progress: bool = True,
+) -> PrepareReport:
+    """Write this job's shards.
+
+    Args:
+        items: all items (every job must see the same list; see :func:`list_items`).
+        out_dir: the shard folder.
+        analyzer: a :class:`faceclip.face.FaceAnalyzer` (detect + align).
+        samples_per_shard: items per shard (before skipping).
+        shard_index, num_shards: this job handles shards ``s`` with ``s % num_shards == shard_index``.
+        face_size: side of the aligned face.
+        image_towers: ``{"l": ImageTargetTower, ...}`` to store precomputed image targets ``image_<b>``.
+        progress: show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index must be in [0, --num-shards={num_shards}), got {shard_index}.")
+    if samples_per_shard < 1:
+        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted({i.identity for i in items if i.identity is not None})
+    identities = {name: k for k, name in enumerate(names)}
+    _write_json(out / "identities.json", identities)
+    total = (len(items) + samples_per_shard - 1) // samples_per_shard
+    mine = [s for s in range(total) if s % num_shards == shard_index]
+    report = PrepareReport()
+    bar = tqdm(total=sum(min(samples_per_shard, len(items) - s * samples_per_shard) for s in mine),
+               disable=not progress, desc="prepare")  # fmt: skip
+    for shard in mine:
+        path = out / SHARD_PATTERN.format(shard)
+        chunk = items[shard * samples_per_shard : (shard + 1) * samples_per_shard]
+        if path.is_file():
+            report.shards_skipped.append(shard)
+            bar.update(len(chunk))
+            continue
+        stats = {"written": 0, "skipped": 0, "reasons": {}}
+        samples = []
+        for offset, item in enumerate(chunk):
+            sample, reason = _prepare_one(
+                item, f"{shard:06d}{offset:06d}", analyzer, face_size, identities, image_towers
+            )
+            bar.update(1)
+            if sample is None:
+                stats["skipped"] += 1
+                stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+                continue
+            samples.append(sample)
+        stats["written"] = write_shard(path, samples)
+        _write_json(path.with_suffix(".json"), stats)
+        report.shards_written.append(shard)
+        report.samples_written += stats["written"]
+        report.samples_skipped += stats["skipped"]
+        for reason, n in stats["reasons"].items():
+            report.skipped_reasons[reason] = report.skipped_reasons.get(reason, 0) + n
+    bar.close()
+    return report
+
+
+def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dict[str, int], image_towers):
+    from faceclip.face import ImageLoadError, NoFaceFoundError, load_image, to_tensor
+
+    try:
+        image = load_image(item.image)
+    except ImageLoadError as err:
+        logger.warning("skipping %s: %s", item.image, err)
+        return None, "unreadable image"
+    try:
+        aligned = analyzer.align(image, size=face_size)
+    except NoFaceFoundError:
+        logger.info("skipping %s: no face found", item.image)
+        return None, "no face"
+    face = aligned.face
+    meta = {
+        "identity": identities.get(item.identity) if item.identity is not None else None,
+        "identity_name": item.identity,
+        "detection": {
+            "box": [float(v) for v in face.box],
+            "score": float(face.score),
+            "landmarks": [[float(x), float(y)] for x, y in face.landmarks],
+        },  # fmt: skip
+        "source": str(item.image),
+        "width": image.width,
+        "height": image.height,
+    }
+    targets = None
+    if image_towers:
+        pixels = to_tensor(image)[None]
+        targets = {f"image_{name}": tower(pixels)[0] for name, tower in image_towers.items()}
+    return encode_sample(key, image, item.caption, aligned.image, meta, targets), None
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
