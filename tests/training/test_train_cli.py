@@ -1,0 +1,132 @@
+"""End-to-end runs of the real `faceclip train` command on tiny components and synthetic data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from faceclip.cli import main
+
+CONFIGS = Path(__file__).parents[2] / "src" / "faceclip" / "training" / "configs"
+
+
+def _run(capsys, *args: str) -> dict:
+    assert main(["train", *args, "--set", "run.progress_bar=false", *EXTRA.pop("set", [])]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+EXTRA: dict = {}
+
+
+@pytest.mark.slow
+def test_stage1_learns_on_synthetic_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    m = _run(
+        capsys,
+        "stage1",
+        "--config",
+        str(CONFIGS / "stage1_tiny.yaml"),
+        "--data",
+        "synthetic",
+        "--output",
+        str(out),
+    )
+    assert m["steps"] == 30 and m["loss_last_mean"] < 0.6 * m["loss_first_mean"]
+    for branch in ("l", "g"):
+        assert m[f"eval_end/{branch}/face_to_text"] > 3 * m["eval_end/chance/face_to_text"]
+        assert m[f"eval_end/{branch}/text_to_text"] > 3 * m["eval_end/chance/text_to_text"]
+    assert (out / "final" / "encoder" / "config.json").is_file() and (out / "final" / "config.yaml").is_file()
+    assert (out / "checkpoints" / "step-000030" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_stage2_loss_falls_on_tiny_unet(tmp_path, capsys):
+    m = _run(
+        capsys,
+        "stage2",
+        "--config",
+        str(CONFIGS / "stage2_tiny.yaml"),
+        "--max-steps",
+        "12",
+        "--output",
+        str(tmp_path),
+    )
+    assert m["eval_end/loss"] < 0.8 * m["eval_start/loss"]
+    assert (tmp_path / "final" / "unet" / "config.json").is_file()
+
+
+SMALL = ["data.batch_size=4", "run.eval_samples=0", "run.checkpoint_every=3", "model.branches=[l]"]
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
+    config = str(CONFIGS / "stage1_tiny.yaml")
+    EXTRA["set"] = SMALL
+    _run(capsys, "stage1", "--config", config, "--max-steps", "6", "--output", str(tmp_path / "straight"))
+    EXTRA["set"] = [*SMALL, "run.max_steps=3"]
+    _run(capsys, "stage1", "--config", config, "--output", str(tmp_path / "split"))
+    EXTRA["set"] = SMALL
+    m = _run(
+        capsys,
+        "stage1",
+        "--config",
+        config,
+        "--max-steps",
+        "6",
+        "--output",
+        str(tmp_path / "split"),
+        "--resume",
+    )
+    assert m["steps"] == 6
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step-000006" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "step-000006" / "model.safetensors")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    first = load_file(tmp_path / "split" / "checkpoints" / "step-000003" / "model.safetensors")
+    assert max((a[k] - first[k]).abs().max().item() for k in a) > 1e-4  # the last 3 steps did change weights
+
+
+def test_user_errors_exit_cleanly(tmp_path, capsys):
+    assert (
+        main(["train", "stage1", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path)]) == 2
+    )
+    assert "--config" in capsys.readouterr().err
+    assert main(["train", "stage1", "--output", str(tmp_path), "--set", "optim.lrr=1"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """`accelerate launch --num_processes 2 --cpu` with 2 x 4 samples equals 1 process with 8 (same global batch)."""
+    common = [
+        "--max-steps",
+        "3",
+        "--set",
+        "run.eval_samples=0",
+        "run.progress_bar=false",
+        "model.branches=[l]",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    results = {}
+    for stage, config in (("stage1", "stage1_tiny.yaml"), ("stage2", "stage2_tiny.yaml")):
+        for procs, batch in ((1, 8), (2, 4)):
+            out = tmp_path / f"{stage}-{procs}"
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs), "--cpu",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "-m", "faceclip", "train", stage, "--config", str(CONFIGS / config), "--output", str(out),
+                   *common, f"data.batch_size={batch}"]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            results[stage, procs] = (json.loads(done.stdout.strip().splitlines()[-1]), out)
+        (one, out1), (two, out2) = results[stage, 1], results[stage, 2]
+        assert one["global_batch"] == two["global_batch"] == 8 and two["world_size"] == 2
+        assert abs(one["loss_last"] - two["loss_last"]) <= 1e-4 * max(1.0, abs(one["loss_last"]))
+        a = load_file(out1 / "checkpoints" / "step-000003" / "model.safetensors")
+        b = load_file(out2 / "checkpoints" / "step-000003" / "model.safetensors")
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst <= 1e-4, f"{stage}: 1 vs 2 processes differ by {worst}"
+    torch.manual_seed(0)
