@@ -172,7 +172,7 @@ def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dic
             "box": [float(v) for v in face.box],
             "score": float(face.score),
             "landmarks": [[float(x), float(y)] for x, y in face.landmarks],
-        },  # fmt: skip
+        },
         "source": str(item.image),
         "width": image.width,
         "height": image.height,

@@ -43,13 +43,13 @@ class ImageTargetTower(nn.Module):
         return self.model(pixel_values=pixels).image_embeds
 
 
-def build_image_tower(source: str, projection_dim: int, *, seed: int = 0) -> ImageTargetTower | None:
+def build_image_tower(source: str, projection_dim: int | None, *, seed: int = 0) -> ImageTargetTower | None:
     """The image-target tower named by ``model.targets.image_l`` / ``image_g``.
 
     Args:
         source: ``"precomputed"`` (None is returned), ``"tiny-random"`` (a small seeded tower, for smoke runs),
             or a transformers ``CLIPVisionModelWithProjection`` hub id or folder.
-        projection_dim: the branch's CLIP embedding width (checked against a loaded model).
+        projection_dim: the branch's CLIP embedding width (checked against a loaded model; None: no check).
         seed: seeds the tiny tower.
 
     Raises:
@@ -63,7 +63,7 @@ def build_image_tower(source: str, projection_dim: int, *, seed: int = 0) -> Ima
     if source == TINY_RANDOM:
         config = CLIPVisionConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=32, patch_size=8, projection_dim=projection_dim,
+            image_size=32, patch_size=8, projection_dim=projection_dim or 32,
         )  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -79,7 +79,7 @@ def build_image_tower(source: str, projection_dim: int, *, seed: int = 0) -> Ima
             "in model.targets.image_l / image_g, or precompute the targets with `faceclip prepare "
             "--image-target-l/--image-target-g` and set them to 'precomputed'."
         ) from err
-    if model.config.projection_dim != projection_dim:
+    if projection_dim is not None and model.config.projection_dim != projection_dim:
         raise ValueError(
             f"model.targets: '{source}' gives {model.config.projection_dim}-d image embeddings but the branch's "
             f"text embeddings are {projection_dim}-d; use the vision tower of the same CLIP as the text tower."
