@@ -101,7 +101,11 @@ def test_user_errors_exit_cleanly(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
-    """`accelerate launch --num_processes 2 --cpu` with 2 x 4 samples equals 1 process with 8 (same global batch)."""
+    """2 CPU processes (gloo) with 2 x 4 samples equal 1 process with 8 samples (the same global batch).
+
+    accelerate 1.x's ``launch --cpu`` starts a single process unless MPI is used, so the CPU processes are
+    started through the torchrun path (``--multi_gpu``) with ``ACCELERATE_USE_CPU=1``.
+    """
     common = [
         "--max-steps",
         "3",
@@ -110,15 +114,19 @@ def test_two_processes_match_one_process(tmp_path):
         "run.progress_bar=false",
         "model.branches=[l]",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     results = {}
-    for stage, config in (("stage1", "stage1_tiny.yaml"), ("stage2", "stage2_tiny.yaml")):
+    for stage, config, extra in (
+        ("stage1", "stage1_tiny.yaml", ["model.branches=[l]"]),
+        ("stage2", "stage2_tiny.yaml", []),
+    ):
         for procs, batch in ((1, 8), (2, 4)):
             out = tmp_path / f"{stage}-{procs}"
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs), "--cpu",
+            launcher = ["--multi_gpu"] if procs > 1 else ["--cpu"]
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(procs),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "-m", "faceclip", "train", stage, "--config", str(CONFIGS / config), "--output", str(out),
-                   *common, f"data.batch_size={batch}"]  # fmt: skip
+                   *common, *extra, f"data.batch_size={batch}"]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
             assert done.returncode == 0, done.stderr[-3000:]
             results[stage, procs] = (json.loads(done.stdout.strip().splitlines()[-1]), out)

@@ -55,7 +55,8 @@ def load_encoder(name: str, seed: int = 0):
         logger.warning("stage 1: encoder '%s' starts from random weights (seed %d)", name, seed)
         return create_encoder(name, seed=seed)
     path = Path(name).expanduser()
-    if path.suffix in (".pt", ".safetensors") or (path.is_dir() and (path / "model").is_dir()):
+    released = name.lower() == "bytedance/faceclip"
+    if released or path.suffix in (".pt", ".safetensors") or (path.is_dir() and (path / "model").is_dir()):
         return FaceCLIPEncoder.from_official(path)
     return FaceCLIPEncoder.from_pretrained(name)
 
