@@ -1,0 +1,92 @@
+"""The training loop's safety nets, on a two-parameter task: non-finite losses and SIGTERM."""
+
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from faceclip.training.checkpoint import load_checkpoint
+from faceclip.training.config import Stage1Config
+from faceclip.training.loop import NonFiniteLossError, fit
+from faceclip.training.stage1 import StepOutput
+
+
+class _Model(nn.Module):
+    def __init__(self, bad_steps: set[int], sigterm_at: int | None, batch_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3))
+        self.bad_steps, self.sigterm_at, self.batch_size = bad_steps, sigterm_at, batch_size
+
+    def forward(self, batch: dict) -> StepOutput:
+        step = int(batch["position"][0]) // self.batch_size
+        if step == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        loss = (self.weight * batch["image"].mean()).square().sum()
+        if step in self.bad_steps:
+            loss = loss * float("nan")
+        return StepOutput(loss=loss)
+
+
+class _Task:
+    name = "stage1"
+
+    def __init__(self, bad_steps=(), sigterm_at=None, batch_size=2):
+        self.model = _Model(set(bad_steps), sigterm_at, batch_size)
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def synthetic_target_dims(self):
+        return {}
+
+    def trainable_parameters(self):
+        return [self.model.weight]
+
+    def trainable_state(self, model=None):
+        return {"weight": (model or self.model).weight.detach()}
+
+    def load_trainable_state(self, state):
+        self.model.weight.data.copy_(state["weight"])
+
+    def after_step(self):
+        pass
+
+    def ema_state(self):
+        return None
+
+    def evaluate(self, batch):
+        return {}
+
+    def save_final(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _config(tmp_path, steps: int) -> Stage1Config:
+    config = Stage1Config()
+    config.run.output_dir, config.run.max_steps, config.run.eval_samples = str(tmp_path), steps, 0
+    config.run.progress_bar, config.run.max_nonfinite_steps = False, 3
+    config.data.batch_size, config.data.face_size, config.data.image_size = 2, 8, 8
+    config.optim.lr = 0.1
+    return config
+
+
+def test_non_finite_loss_skips_the_update(tmp_path):
+    task = _Task(bad_steps={1, 2})
+    metrics = fit(task, _config(tmp_path, 4))
+    assert metrics["nonfinite_steps"] == 2 and metrics["steps"] == 4
+    assert torch.isfinite(task.model.weight).all()
+
+
+def test_too_many_non_finite_losses_stop_the_run(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="max_nonfinite_steps"):
+        fit(_Task(bad_steps={1, 2, 3, 4}), _config(tmp_path, 6))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    metrics = fit(_Task(sigterm_at=2), _config(tmp_path, 10))
+    assert metrics["stopped_by_signal"] and metrics["steps"] == 3
+    assert load_checkpoint(tmp_path).state.step == 3
+    assert not (tmp_path / "final").exists()
