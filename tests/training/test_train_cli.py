@@ -132,9 +132,14 @@ def test_two_processes_match_one_process(tmp_path):
             results[stage, procs] = (json.loads(done.stdout.strip().splitlines()[-1]), out)
         (one, out1), (two, out2) = results[stage, 1], results[stage, 2]
         assert one["global_batch"] == two["global_batch"] == 8 and two["world_size"] == 2
-        assert abs(one["loss_last"] - two["loss_last"]) <= 1e-4 * max(1.0, abs(one["loss_last"]))
+        for key in ("loss_first", "loss_last"):
+            assert abs(one[key] - two[key]) <= 1e-4 * max(1.0, abs(one[key])), (key, one[key], two[key])
         a = load_file(out1 / "checkpoints" / "step-000003" / "model.safetensors")
         b = load_file(out2 / "checkpoints" / "step-000003" / "model.safetensors")
-        worst = max((a[k] - b[k]).abs().max().item() for k in a)
-        assert worst <= 1e-4, f"{stage}: 1 vs 2 processes differ by {worst}"
-    torch.manual_seed(0)
+        # Summation order differs between 1 and 2 processes (float rounding). Adam turns a gradient near zero
+        # into a step of up to lr, so single coordinates may differ by up to 2 * lr; on average they agree.
+        diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+        lr = 1e-3
+        assert diffs.mean().item() <= 2e-5 and diffs.max().item() <= 2 * lr * 3, (
+            f"{stage}: 1 vs 2 processes differ by mean {diffs.mean().item():.2e}, max {diffs.max().item():.2e}"
+        )
