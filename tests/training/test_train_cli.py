@@ -63,6 +63,7 @@ def test_stage2_loss_falls_on_tiny_unet(tmp_path, capsys):
 SMALL = ["data.batch_size=4", "run.eval_samples=0", "run.checkpoint_every=3", "model.branches=[l]"]
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
     config = str(CONFIGS / "stage1_tiny.yaml")
     EXTRA["set"] = SMALL
