@@ -113,7 +113,6 @@ def test_two_processes_match_one_process(tmp_path):
         "--set",
         "run.eval_samples=0",
         "run.progress_bar=false",
-        "model.branches=[l]",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     results = {}
