@@ -40,6 +40,7 @@ def test_stage1_learns_on_synthetic_data(tmp_path, capsys):
     for branch in ("l", "g"):
         assert m[f"eval_end/{branch}/face_to_text"] > 3 * m["eval_end/chance/face_to_text"]
         assert m[f"eval_end/{branch}/text_to_text"] > 3 * m["eval_end/chance/text_to_text"]
+        assert m[f"eval_end/{branch}/text_to_image"] > 5 * m["eval_end/chance/text_to_image"]
     assert (out / "final" / "encoder" / "config.json").is_file() and (out / "final" / "config.yaml").is_file()
     assert (out / "checkpoints" / "step-000030" / "config.yaml").is_file()
 

@@ -225,6 +225,7 @@ def build_source(
             image_size=config.image_size,
             face_size=config.face_size,
             seed=config.seed if train else config.seed + 10_007,
+            world_seed=config.seed,
             different_reference_photo=config.different_reference_photo,
             target_dims=target_dims,
         )

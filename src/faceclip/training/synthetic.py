@@ -49,7 +49,9 @@ class SyntheticFaceDataset(Dataset):
         num_identities: number of distinct people.
         image_size: side of the training image.
         face_size: side of the aligned reference face.
-        seed: changes every sample.
+        seed: draws the samples (photos, captions, noise).
+        world_seed: draws the people and the target spaces (default ``seed``); a held-out split uses another
+            ``seed`` with the same ``world_seed``: new photos and captions of the same people.
         different_reference_photo: draw the reference face as another photo of the same person.
         target_dims: precomputed targets to attach, by name and width, e.g. ``{"face_l": 512, "text_l": 768,
             "image_l": 768}``. They stand in for frozen encoders with the structure real ones have: a face
@@ -67,6 +69,7 @@ class SyntheticFaceDataset(Dataset):
         seed: int = 0,
         different_reference_photo: bool = True,
         target_dims: dict[str, int] | None = None,
+        world_seed: int | None = None,
     ):
         if num_samples < 1 or num_identities < 1:
             raise ValueError(
@@ -76,18 +79,19 @@ class SyntheticFaceDataset(Dataset):
         self.image_size, self.face_size, self.seed = image_size, face_size, seed
         self.different_reference_photo = different_reference_photo
         self.target_dims = dict(target_dims or {})
+        self.world_seed = seed if world_seed is None else world_seed
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def _generator(self, *parts: int) -> torch.Generator:
-        value = self.seed
+    def _generator(self, *parts: int, world: bool = False) -> torch.Generator:
+        value = self.world_seed if world else self.seed
         for part in parts:
             value = (value * 1_000_003 + part) % (2**62)
         return torch.Generator().manual_seed(value)
 
     def _vector(self, name: str, kind: int, item: int, dim: int) -> torch.Tensor:
-        g = self._generator(4, sum(map(ord, name)), kind, item)
+        g = self._generator(4, sum(map(ord, name)), kind, item, world=True)
         return F.normalize(torch.randn(dim, generator=g), dim=0)
 
     def targets(self, caption: str, identity: int, index: int) -> dict[str, torch.Tensor]:
@@ -110,7 +114,7 @@ class SyntheticFaceDataset(Dataset):
 
     def face_photo(self, identity: int, photo: int) -> torch.Tensor:
         """(3, face_size, face_size) in [0, 1]: photo number ``photo`` of person ``identity``."""
-        base = torch.rand(3, 6, 6, generator=self._generator(1, identity))
+        base = torch.rand(3, 6, 6, generator=self._generator(1, identity, world=True))
         g = self._generator(2, identity, photo)
         face = F.interpolate(base[None], size=(self.face_size,) * 2, mode="bilinear", align_corners=False)[0]
         face = face * (0.85 + 0.3 * torch.rand(1, generator=g)) + 0.05 * torch.randn(face.shape, generator=g)
