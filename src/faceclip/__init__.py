@@ -22,7 +22,15 @@ _LAZY = {
     "load_image": "faceclip.face",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # noqa: RUF022 (same order as _LAZY)
+    "__version__",
+    "FaceCLIPEncoder",
+    "FaceCLIPEncoderOutput",
+    "FaceCLIPStableDiffusionXLPipeline",
+    "FaceAnalyzer",
+    "NoFaceFoundError",
+    "load_image",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer, NoFaceFoundError, load_image

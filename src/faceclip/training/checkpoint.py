@@ -96,7 +96,7 @@ def capture_rng() -> dict[str, Any]:
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_devices"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -105,15 +105,15 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_devices" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_devices"])
 
 
 def _rng_to_tensors(states: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors, meta = {}, {}
     for rank, st in enumerate(states):
         tensors[f"rank{rank}.torch"] = st["torch"].clone()
-        for i, cuda_state in enumerate(st.get("cuda", [])):
+        for i, cuda_state in enumerate(st.get("cuda_devices", [])):
             tensors[f"rank{rank}.cuda{i}"] = cuda_state.clone()
         kind, keys, pos, has_gauss, gauss = st["numpy"]
         tensors[f"rank{rank}.numpy"] = torch.from_numpy(keys.astype(np.int64))
@@ -134,14 +134,15 @@ def _rng_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, str]) ->
         extra = json.loads(meta[f"rank{rank}"])
         kind, pos, has_gauss, gauss = extra["numpy"]
         version, internal, gauss_next = extra["python"]
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith(f"rank{rank}.cuda"))]
+        prefix = f"rank{rank}.cuda"
+        cuda = [tensors[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in tensors))]
         st = {
             "torch": tensors[f"rank{rank}.torch"],
             "numpy": (kind, tensors[f"rank{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss),
             "python": (version, tuple(internal), gauss_next),
         }
         if cuda:
-            st["cuda"] = cuda
+            st["cuda_devices"] = cuda
         states.append(st)
     return states
 

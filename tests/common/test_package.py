@@ -1,0 +1,25 @@
+import subprocess
+import sys
+
+import faceclip
+from faceclip.cli import build_parser
+
+
+def test_import_is_cheap_and_exports_resolve():
+    code = "import sys, faceclip; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert set(faceclip.__all__) == {"__version__", *faceclip._LAZY}
+    for name in faceclip._LAZY:
+        assert getattr(faceclip, name) is not None
+
+
+def test_cli_help_lists_every_command_without_heavy_imports():
+    code = (
+        "import sys; from faceclip.cli import build_parser; build_parser(); "
+        "heavy = {'torch', 'diffusers', 'transformers', 'gradio', 'cv2'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    help_text = build_parser().format_help()
+    for command in ("convert", "align", "generate", "prepare", "train", "eval", "demo"):
+        assert command in help_text
