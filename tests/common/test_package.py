@@ -23,3 +23,12 @@ def test_cli_help_lists_every_command_without_heavy_imports():
     help_text = build_parser().format_help()
     for command in ("convert", "align", "generate", "prepare", "train", "eval", "demo"):
         assert command in help_text
+
+
+def test_cli_default_model_is_the_released_repo():
+    from faceclip.cli._options import RELEASED_MODEL
+    from faceclip.pipelines import RELEASED_REPO
+
+    assert RELEASED_MODEL == RELEASED_REPO
+    args = build_parser().parse_args(["generate", "--face", "x.jpg", "--prompt", "p"])
+    assert args.model == RELEASED_MODEL and args.device == "auto" and args.dtype == "auto"

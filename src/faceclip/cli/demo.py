@@ -13,7 +13,8 @@ import logging
 import re
 import sys
 
-DEFAULT_MODEL = "ByteDance/FaceCLIP"
+from faceclip.cli._options import RELEASED_MODEL, add_device_options
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id or local folder of the pipeline, or 'tiny-random' to try the page offline (default: {DEFAULT_MODEL})",
+        default=RELEASED_MODEL,
+        help=f"hub id or local folder of the pipeline, or 'tiny-random' to try the page offline (default: {RELEASED_MODEL})",
     )
     parser.add_argument(
         "--host",
@@ -39,12 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--share", action="store_true", help="also create a public gradio.live link (off by default)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        help="auto, fp32, bf16, fp16 (default: auto = bf16 on a GPU, fp32 on the CPU)",
-    )
+    add_device_options(parser)
     parser.add_argument(
         "--output-dir", default="outputs/demo", help="where generated PNGs are saved (default: outputs/demo)"
     )

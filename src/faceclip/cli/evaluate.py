@@ -15,7 +15,8 @@ import argparse
 import logging
 import sys
 
-DEFAULT_MODEL = "ByteDance/FaceCLIP"
+from faceclip.cli._options import RELEASED_MODEL
+
 # Same as faceclip.evaluation.DEFAULT_CLIP_MODEL, repeated so that `faceclip --help` imports no torch.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 
@@ -49,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     grid.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id or folder of the pipeline, or 'tiny-random' (default: {DEFAULT_MODEL})",
+        default=RELEASED_MODEL,
+        help=f"hub id or folder of the pipeline, or 'tiny-random' (default: {RELEASED_MODEL})",
     )
     grid.add_argument("--identities", required=True, help="folder with one reference face photo per person")
     grid.add_argument(

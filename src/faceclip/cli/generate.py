@@ -17,9 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from faceclip.cli._options import RELEASED_MODEL, add_device_options
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "ByteDance/FaceCLIP"  # faceclip.pipelines.RELEASED_REPO (not imported: --help stays fast)
 TINY_DEFAULTS = {"steps": 4, "size": (128, 96)}
 """``--model tiny-random`` defaults: its output is noise, so it is kept small and fast."""
 
@@ -59,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=RELEASED_MODEL,
         metavar="ID_OR_DIR",
-        help=f"'{DEFAULT_MODEL}' (released weights, default), a folder or hub id saved by the pipeline, "
+        help=f"'{RELEASED_MODEL}' (released weights, default), a folder or hub id saved by the pipeline, "
         "a folder holding model/face_clip_encoder.pt and model/unet.pt, or 'tiny-random' (noise, for testing)",
     )
     parser.add_argument(
@@ -74,8 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("faceclip-outputs"), metavar="DIR", help="output folder"
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    add_device_options(parser)
     parser.add_argument(
         "--offload", action="store_true", help="keep models on the CPU and move each to the GPU when it runs"
     )
