@@ -22,9 +22,7 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError as err:
-        raise ValueError(
-            f"--device: '{name}' is not a device; use 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."
-        ) from err
+        raise ValueError(f"--device: '{name}' is not a device; use auto, cpu, cuda, cuda:1 or mps.") from err
 
 
 def resolve_dtype(name: str | None, device: torch.device | None = None) -> torch.dtype:
