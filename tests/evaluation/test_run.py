@@ -2,8 +2,6 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -182,15 +180,15 @@ def test_eval_run_tiny_random_writes_every_report_file(tmp_path, astronaut, nois
 
 
 @pytest.mark.slow
-def test_eval_run_split_across_two_processes_matches_one(tmp_path, astronaut, noise_image, tiny_clip_dir):
+def test_eval_run_split_across_two_processes_matches_one(
+    tmp_path, astronaut, noise_image, tiny_clip_dir, free_port, run_launcher
+):
     # Two CPU processes joined by torchrun (gloo); on GPUs `accelerate launch --multi_gpu` does the same.
     args, out = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir)
-    with socket.socket() as probe:  # a free port for the process group's rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", port, "-m", "faceclip"]  # fmt: skip
-    subprocess.run([*launch, *args], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+              "--master_port", free_port, "-m", "faceclip"]  # fmt: skip
+    done = run_launcher([*launch, *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
     two = _check_run_folder(out)
     assert two["settings"]["processes"] == 2
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def test_user_errors_exit_cleanly(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, free_port, run_launcher):
     """2 CPU processes (gloo) with 2 x 4 samples equal 1 process with 8 samples (the same global batch).
 
     accelerate 1.x's ``launch --cpu`` starts a single process unless MPI is used, so the CPU processes are
@@ -123,14 +122,16 @@ def test_two_processes_match_one_process(tmp_path):
     ):
         for procs, batch in ((1, 8), (2, 4)):
             out = tmp_path / f"{stage}-{procs}"
-            launcher = ["--multi_gpu"] if procs > 1 else ["--cpu"]
+            launcher = ["--multi_gpu", "--main_process_port", free_port] if procs > 1 else ["--cpu"]
             cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(procs),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "-m", "faceclip", "train", stage, "--config", str(CONFIGS / config), "--output", str(out),
                    *common, *extra, f"data.batch_size={batch}"]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            done = run_launcher(cmd, env=env, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
-            results[stage, procs] = (json.loads(done.stdout.strip().splitlines()[-1]), out)
+            lines = done.stdout.strip().splitlines()
+            assert len(lines) == 1, f"one JSON line from the main process only, got:\n{done.stdout}"
+            results[stage, procs] = (json.loads(lines[0]), out)
         (one, out1), (two, out2) = results[stage, 1], results[stage, 2]
         assert one["global_batch"] == two["global_batch"] == 8 and two["world_size"] == 2
         for key in ("loss_first", "loss_last"):

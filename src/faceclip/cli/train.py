@@ -65,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if _is_main_process():
         print(json.dumps(metrics), flush=True)
-    logging.getLogger(__name__).info("run folder: %s", args.output)
+        logging.getLogger(__name__).info("run folder: %s", args.output)
     return 0
 
 
 def _is_main_process() -> bool:
-    import torch.distributed as dist
+    """Rank 0 of the run; still known after the training loop has destroyed the process group."""
+    from accelerate import PartialState
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return PartialState().is_main_process
