@@ -32,3 +32,17 @@ def test_cli_default_model_is_the_released_repo():
     assert RELEASED_MODEL == RELEASED_REPO
     args = build_parser().parse_args(["generate", "--face", "x.jpg", "--prompt", "p"])
     assert args.model == RELEASED_MODEL and args.device == "auto" and args.dtype == "auto"
+
+
+def test_cli_hides_only_the_torchvision_fallback_notice():
+    """diffusers' import makes transformers advise installing torchvision; the command line hides that line only."""
+    code = (
+        "import logging, faceclip.cli as cli\n"
+        "cli.main(['align', '/no/such/photo.png', '--out', '/tmp/unused'])\n"
+        "log = logging.getLogger('transformers.utils.import_utils')\n"
+        "log.warning('`CLIPImageProcessor` requires torchvision (not installed); falling back')\n"
+        "log.warning('another transformers warning')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "another transformers warning" in done.stderr
+    assert "requires torchvision" not in done.stderr

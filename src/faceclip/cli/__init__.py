@@ -44,11 +44,22 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_fallback_notice)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _drop_torchvision_fallback_notice(record: logging.LogRecord) -> bool:
+    """Hide transformers' advice to install torchvision when diffusers imports its image processors.
+
+    The Pillow processors it falls back to are all faceclip uses, and a torchvision wheel from PyPI can break a
+    CPU-only torch install, so on the command line the advice is noise (``--verbose`` shows it).
+    """
+    return "requires torchvision (not installed)" not in record.getMessage()
 
 
 if __name__ == "__main__":
