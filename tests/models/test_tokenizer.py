@@ -33,6 +33,16 @@ def test_prefix_and_special_tokens():
     assert tok("")[0, :3].tolist() == [49406, 49407, 0]
 
 
+def test_special_tokens_are_spelled_as_open_clip_spells_them():
+    """The released encoder's tokenizer knows "<end_of_text>", not OpenAI's "<|endoftext|>" (plain text there)."""
+    tok = get_tokenizer()
+    openai_spelling = tok("a <|endoftext|> b")[0].tolist()
+    assert openai_spelling.index(49407) == len(tok.encode("a <| endoftext |> b")) + 1  # only the final EOT
+    assert tok.encode("a <|endoftext|> b") == tok.encode("a <| endoftext |> b")
+    assert tok.encode("a <end_of_text> b") == [320, 49407, 321]
+    assert tok.encode("<START_OF_TEXT>") == [49406]  # lower-cased first, like every prompt
+
+
 def test_cleaning_matches_open_clip_rules():
     tok = get_tokenizer()
     # HTML entities are unescaped (twice), whitespace collapsed, text lower-cased, ftfy fixes full-width text.

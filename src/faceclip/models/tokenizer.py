@@ -23,13 +23,15 @@ logger = logging.getLogger(__name__)
 
 BPE_PATH = Path(__file__).parent / "vocab" / "bpe_simple_vocab_16e6.txt.gz"
 NUM_MERGES = 49152 - 256 - 2
-START_TOKEN = "<|startoftext|>"
-END_TOKEN = "<|endoftext|>"
+# Spelled as open_clip spells them (not OpenAI's "<|startoftext|>"): a prompt that contains one of these strings
+# gets the special id there, as in the released encoder.
+START_TOKEN = "<start_of_text>"
+END_TOKEN = "<end_of_text>"
 PAD_ID = 0
 
 # Special tokens, contractions, letter runs, single digits, runs of other non-space characters.
 _WORD_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
 
