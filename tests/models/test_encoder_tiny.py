@@ -177,6 +177,41 @@ def test_half_precision_without_autocast(tiny_encoder, faces, dtype, atol):
     torch.testing.assert_close(out.pooled_prompt_embeds.float(), ref.pooled_prompt_embeds, atol=atol, rtol=0)
 
 
+def _weight_dtypes(model: torch.nn.Module) -> dict[str, set[torch.dtype]]:
+    dtypes: dict[str, set[torch.dtype]] = {"fuser": set(), "rest": set()}
+    for name, param in model.named_parameters():
+        dtypes["fuser" if ".fuser." in name else "rest"].add(param.dtype)
+    return dtypes
+
+
+@pytest.mark.parametrize("load", ["from_pretrained", "cast"])
+def test_half_precision_keeps_the_fusers_in_fp32(tiny_encoder, faces, tmp_path, load):
+    """As in the released model, the fusers run in fp32 while the rest runs in bf16; outputs come back in bf16."""
+    prompts = PROMPTS
+    with torch.no_grad():
+        ref = tiny_encoder(face_images=faces, prompts=prompts)
+        everything_bf16 = create_encoder("faceclip-tiny", seed=0).to(torch.bfloat16)(
+            face_images=faces, prompts=prompts
+        )
+        if load == "from_pretrained":
+            tiny_encoder.save_pretrained(tmp_path)
+            model = FaceCLIPEncoder.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+        else:
+            model = create_encoder("faceclip-tiny", seed=0).cast(torch.bfloat16)
+        assert _weight_dtypes(model) == {"fuser": {torch.float32}, "rest": {torch.bfloat16}}
+        assert model.dtype == torch.bfloat16
+        calls = []
+        model.branch_l.fuser.register_forward_hook(
+            lambda m, args, out: calls.append((args[0].dtype, out.dtype))
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # an outer autocast does not reach the fuser
+            out = model(face_images=faces, prompts=prompts)
+    assert calls == [(torch.float32, torch.float32)]
+    assert out.prompt_embeds.dtype == out.pooled_prompt_embeds.dtype == torch.bfloat16
+    error = (out.prompt_embeds.float() - ref.prompt_embeds).abs().max()
+    assert error < (everything_bf16.prompt_embeds.float() - ref.prompt_embeds).abs().max()
+
+
 def test_over_long_prompt_truncated_with_one_warning(tiny_encoder, caplog):
     long = "a photo of a person " * 30
     with caplog.at_level(logging.WARNING):

@@ -200,6 +200,17 @@ class FaceCLIPBranch(nn.Module):
         text_pos = self.text_pos_proj(self.text_tower.position_embedding[: input_ids.shape[1]])
         text_pos = text_pos.expand(batch, -1, -1)  # (B, L, D)
         grid = (self.config.face.grid_size, self.config.face.grid_size)
-        fused = self.fuser(face_tokens, face_pos, text_tokens, text_pos, grid)
+        fused = self._fuse(face_tokens, face_pos, text_tokens, text_pos, grid).to(text_hidden.dtype)
         pooled = self.text_tower.pool(text_hidden, input_ids)
         return BranchOutput(fused=fused, pooled=pooled, text_hidden=text_hidden, face=face_features)
+
+    def _fuse(self, face_tokens, face_pos, text_tokens, text_pos, grid: tuple[int, int]) -> torch.Tensor:
+        """Run the fuser in the dtype of its own weights, outside any autocast region -> (B, L, D).
+
+        The released model runs its fuser in fp32 whatever the rest runs in; ``FaceCLIPEncoder`` keeps the fuser's
+        weights in fp32 when loaded or cast with a ``torch_dtype``, so half-precision runs do the same.
+        """
+        dtype = next(self.fuser.parameters()).dtype
+        inputs = (t.to(dtype) for t in (face_tokens, face_pos, text_tokens, text_pos))
+        with torch.autocast(device_type=text_tokens.device.type, enabled=False):
+            return self.fuser(*inputs, grid)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -58,6 +59,9 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"
+    # The released model runs its fusers in fp32 (an fp32 autocast region); from_pretrained(torch_dtype=...) and
+    # cast() keep their weights in fp32, and each branch runs its fuser in that dtype.
+    _keep_in_fp32_modules: ClassVar[list[str]] = ["fuser"]
 
     @register_to_config
     def __init__(
@@ -314,8 +318,22 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
         for branch in (model.branch_l, model.branch_g):
             branch.freeze_backbones()
         if torch_dtype is not None:
-            model.to(torch_dtype)
+            model.cast(torch_dtype)
         return model.eval()
+
+    def cast(self, dtype: torch.dtype) -> FaceCLIPEncoder:
+        """Cast the floating-point weights to ``dtype`` in place, keeping the fusers in fp32; returns ``self``.
+
+        ``.to(dtype)`` casts everything, fusers included (the branches then run their fusers in that dtype).
+        """
+        for name, module in self.named_modules():
+            if any(part in self._keep_in_fp32_modules for part in name.split(".")):
+                continue
+            for tensors in (module._parameters, module._buffers):
+                for tensor in tensors.values():
+                    if tensor is not None and tensor.is_floating_point():
+                        tensor.data = tensor.data.to(dtype)
+        return self
 
 
 def list_configs() -> list[str]:

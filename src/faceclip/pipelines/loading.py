@@ -74,8 +74,12 @@ def load_pipeline(
         logger.info(
             "tiny-random: tiny random weights; the images will be noise (for testing the pipeline only)"
         )
-        pipe = FaceCLIPStableDiffusionXLPipeline(**build_tiny_components())
-        return pipe.to(dtype=torch_dtype) if torch_dtype not in (None, torch.float32) else pipe
+        components = build_tiny_components()
+        if torch_dtype not in (None, torch.float32):
+            for name in ("vae", "unet"):  # nn.Module.to: diffusers' own .to warns on every dtype cast
+                torch.nn.Module.to(components[name], torch_dtype)
+            components["faceclip_encoder"].cast(torch_dtype)  # the fusers stay fp32, as when loaded
+        return FaceCLIPStableDiffusionXLPipeline(**components)
     if is_released_layout(model):
         components = load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
         return FaceCLIPStableDiffusionXLPipeline(**components)
