@@ -286,7 +286,12 @@ def load_official_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
 
         return load_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as err:
         raise ValueError(
             f"{path}: not a plain tensor checkpoint ({str(err).splitlines()[0]}); only state dicts of tensors "

@@ -72,9 +72,17 @@ def resolve_file(
         raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
 
 
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
 def _looks_like_local_path(source: str) -> bool:
-    # Hub ids look like "owner/name"; anything else that is not on disk is a local path that is missing.
-    return source.startswith((".", "/", "~")) or source.count("/") != 1
+    # Hub ids look like "owner/name"; anything else that is not on disk (including "dir/file.pt", which has the
+    # shape of a hub id) is a local path that is missing.
+    return (
+        source.startswith((".", "/", "~"))
+        or source.count("/") != 1
+        or source.lower().endswith(WEIGHT_FILE_SUFFIXES)
+    )
 
 
 def _message(
@@ -92,7 +100,7 @@ def _message(
         f"    put '{filename}' inside {source}"
         if Path(source).exists()
         else f"    hf download {source} {filename}",
-        "or pass a local folder that contains it (e.g. --model PATH).",
+        "or pass the path of a local folder that contains it instead.",
     ]
     if hint:
         lines.append(hint)

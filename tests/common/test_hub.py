@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from faceclip.hub import WeightsNotFoundError, resolve_file
@@ -14,12 +16,24 @@ def test_missing_file_in_local_folder_names_file_folder_and_fix(tmp_path):
         resolve_file(tmp_path, "model/w.pt", what="the encoder weights", hint="See docs.")
     text = str(err.value)
     assert "the encoder weights" in text and "model/w.pt" in text and str(tmp_path) in text
-    assert "--model PATH" in text and "See docs." in text
+    assert "local folder that contains it" in text and "See docs." in text
 
 
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="no such file or folder"):
         resolve_file(tmp_path / "nowhere", "w.pt", what="the weights")
+
+
+def test_missing_weights_file_with_a_hub_id_shape_is_not_sent_to_the_hub(monkeypatch):
+    """'ckpt/face_clip_encoder.pt' looks like 'owner/name' but names a file: no download attempt, no retries."""
+    monkeypatch.chdir(Path(__file__).parent)
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked for a local file")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_hub)
+    with pytest.raises(WeightsNotFoundError, match="no such file or folder"):
+        resolve_file("ckpt/face_clip_encoder.pt", "model/face_clip_encoder.pt", what="the weights")
 
 
 def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):

@@ -145,6 +145,15 @@ def test_cli_convert_pt_and_safetensors(tiny_encoder, tiny_config, faces, tmp_pa
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_legacy_torch_save_format_is_read(tiny_encoder, tiny_config, faces, tmp_path):
+    """Files written by torch's pre-zip serialisation cannot be memory-mapped; they are read without mmap."""
+    path = tmp_path / "legacy.pt"
+    torch.save(to_official_layout(tiny_encoder, tiny_config), path, _use_new_zipfile_serialization=False)
+    loaded = FaceCLIPEncoder.from_official(path, config="faceclip-tiny")
+    a = tiny_encoder(face_images=faces[:2], prompts=PROMPTS)
+    assert torch.equal(a.prompt_embeds, loaded(face_images=faces[:2], prompts=PROMPTS).prompt_embeds)
+
+
 def test_pickle_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"a": torch.zeros(1), "b": PicklableThing()}, path)

@@ -239,6 +239,11 @@ def test_over_long_prompt_truncated_with_one_warning(tiny_encoder, caplog):
             "face_images.*uint8.*/ 255",
         ),
         (
+            dict(face_images=torch.full((1, 3, 28, 28), float("nan")), prompts=["a"]),
+            ValueError,
+            "face_images: contains NaN",
+        ),
+        (
             dict(face_images=torch.rand(1, 3, 28, 28) * 255, prompts=["a"]),
             ValueError,
             r"face_images: values must be in \[0, 1\]",

@@ -171,6 +171,10 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
                 )
             if face_images.shape[-1] == 0 or face_images.shape[-2] == 0:
                 raise ValueError(f"face_images: empty images of shape {tuple(face_images.shape)}.")
+            if not bool(torch.isfinite(face_images).all()):
+                raise ValueError(
+                    "face_images: contains NaN or infinite values; check how the faces were made."
+                )
             low, high = float(face_images.min()), float(face_images.max())
             if low < 0.0 or high > 1.0:
                 raise ValueError(
