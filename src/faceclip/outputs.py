@@ -1,11 +1,13 @@
-"""Writing generated images: PNG files that carry their generation settings, and contact-sheet grids."""
+"""Writing output files whole or not at all: PNGs that carry their generation settings, text and JSON files,
+and contact-sheet grids."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -25,16 +27,48 @@ def save_png(
     for key, value in meta.items():
         info.add_itxt(str(key), value if isinstance(value, str) else json.dumps(value))
     info.add_itxt("faceclip", json.dumps(meta, default=str))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    with atomic_file(path, "wb") as handle:
+        image.save(handle, format="PNG", pnginfo=info)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all; returns the path."""
+    path = Path(path)
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; when the block ends without an error, rename it onto ``path``.
+
+    An error (or interruption) removes the temporary file and leaves any earlier ``path`` untouched. The file
+    gets the usual permissions (``0666`` less the umask), not ``mkstemp``'s private ``0600``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        give_usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def give_usual_permissions(path: str | os.PathLike) -> None:
+    """chmod ``path`` (and, for a folder, everything in it) to ``0666``/``0777`` less the umask.
+
+    Temporary files and some writers (safetensors) create private ``0600`` files; a finished output should be
+    as readable as any other file the user creates.
+    """
+    mask = _umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _umask() -> int:

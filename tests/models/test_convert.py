@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -121,6 +124,12 @@ def test_cli_convert_pt_and_safetensors(tiny_encoder, tiny_config, faces, tmp_pa
         )
         loaded = FaceCLIPEncoder.from_pretrained(out)
         assert torch.equal(loaded(face_images=faces[:2], prompts=PROMPTS).prompt_embeds, ref)
+    # The converted folder and its files get the usual permissions (others can read a shared model).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o666 & ~umask}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
     # The output folder is never overwritten; bad sources fail with a message, not a traceback.
     assert (
         main(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from faceclip.outputs import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +144,4 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
 
 def write_json(path: Path, record: dict) -> None:
     """Write ``record`` as JSON atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(record, indent=2))

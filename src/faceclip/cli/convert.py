@@ -36,14 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import shutil
-    import tempfile
     from pathlib import Path
 
     from faceclip.convert import CheckpointKeyError
     from faceclip.devices import resolve_dtype
     from faceclip.hub import NONCOMMERCIAL_NOTICE, WeightsNotFoundError
     from faceclip.models import FaceCLIPEncoder
+    from faceclip.outputs import give_usual_permissions
 
     out = Path(args.out).expanduser()
     if out.exists():
@@ -57,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"faceclip convert: {err}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         encoder.save_pretrained(tmp)
+        give_usual_permissions(tmp)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

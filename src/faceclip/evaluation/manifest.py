@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from faceclip.evaluation.files import write_text_atomic
+from faceclip.outputs import write_text_atomic
 
 REQUIRED_KEYS = ("image", "reference", "prompt")
 OPTIONAL_KEYS = ("identity", "seed", "baseline")

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from faceclip.evaluation.files import write_text_atomic
 from faceclip.evaluation.manifest import ManifestProblem
 from faceclip.evaluation.metrics import ImageScore, aggregate, group_by
-from faceclip.outputs import make_grid, save_png
+from faceclip.outputs import make_grid, save_png, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -338,6 +338,7 @@ def _convert(
 ) -> None:
     """Convert both released files into ``target`` (written to a temporary folder, then renamed)."""
     from faceclip.models import FaceCLIPEncoder
+    from faceclip.outputs import give_usual_permissions
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
@@ -356,6 +357,7 @@ def _convert(
             },
         }
         (staging / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
+        give_usual_permissions(staging)  # a shared cache: readable by whoever may read the user's files
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     finally:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faceclip.outputs import write_text_atomic
 from faceclip.training.shards import SHARD_PATTERN, encode_sample, write_shard
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,4 @@ def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dic
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))
