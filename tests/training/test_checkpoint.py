@@ -83,3 +83,31 @@ def test_checkpoint_keeps_newest_and_ignores_half_written(tmp_path):
     assert find_checkpoint(tmp_path).name == "step-000003"
     with pytest.raises(FileNotFoundError, match="--resume"):
         find_checkpoint(tmp_path / "nothing")
+
+
+def _save(folder, step, keep):
+    model, opt = _trained_optimizer()
+    return save_checkpoint(folder, model=dict(model.named_parameters()), optimizer=opt.state_dict(),
+                           state=TrainingState(step=step), rng=[capture_rng()], config_yaml="", keep=keep)  # fmt: skip
+
+
+def test_pruning_after_a_resume_from_an_earlier_step_keeps_the_new_checkpoint(tmp_path, caplog):
+    for step in (2, 3, 6):  # an abandoned run got to step 6; the user resumes from step 3
+        _save(tmp_path, step, keep=0)
+    with caplog.at_level("WARNING"):
+        _save(tmp_path, 4, keep=1)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest", "step-000004", "step-000006"]  # 2 and 3 pruned, 6 left alone
+    assert find_checkpoint(tmp_path).name == "step-000004"
+    assert "step-000006" in caplog.text
+    _save(tmp_path, 5, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "latest", "step-000004", "step-000005", "step-000006"
+    ]  # fmt: skip
+
+
+def test_latest_pointing_to_a_missing_checkpoint_is_reported(tmp_path):
+    _save(tmp_path, 1, keep=0)
+    (tmp_path / "checkpoints" / "latest").write_text("step-000009\n")
+    with pytest.raises(FileNotFoundError, match=r"step-000009.*missing.*step-000001"):
+        find_checkpoint(tmp_path)

@@ -175,7 +175,9 @@ def save_checkpoint(
         rng: one :func:`capture_rng` dict per process, in rank order.
         config_yaml: the run config as YAML text.
         ema: EMA weights, if any.
-        keep: keep only the newest ``keep`` checkpoints (0 keeps all).
+        keep: keep only the newest ``keep`` checkpoints up to this one (0 keeps all). The checkpoint just
+            written is never deleted; older ones (lower steps) are pruned. Checkpoints with *higher* steps
+            (left by an abandoned run that this one resumed from an earlier point) are left alone, with a warning.
 
     Returns:
         The checkpoint folder.
@@ -201,10 +203,34 @@ def save_checkpoint(
     latest_tmp.write_text(final.name + "\n")
     latest_tmp.replace(latest)
     if keep > 0:
-        for old in sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".tmp"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _prune(final.parent, state.step, keep)
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _checkpoint_steps(folder: Path) -> dict[int, Path]:
+    """Finished ``step-NNNNNN`` folders by step (half-written ``.tmp`` folders and other names are ignored)."""
+    steps = {}
+    for path in folder.glob("step-*"):
+        number = path.name[len("step-") :]
+        if path.is_dir() and number.isdigit():
+            steps[int(number)] = path
+    return steps
+
+
+def _prune(folder: Path, current: int, keep: int) -> None:
+    """Keep the checkpoint of step ``current`` and the newest ``keep - 1`` below it; never touch higher steps."""
+    steps = _checkpoint_steps(folder)
+    older = sorted(s for s in steps if s < current)
+    for step in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(steps[step], ignore_errors=True)
+    newer = sorted(s for s in steps if s > current)
+    if newer:
+        logger.warning(
+            "%s holds checkpoints of later steps (%s) from an earlier run that this one resumed before; they are "
+            "not pruned and `latest` points to step-%06d. Delete them by hand if they are not needed.",
+            folder, ", ".join(steps[s].name for s in newer), current,
+        )  # fmt: skip
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -221,6 +247,11 @@ def find_checkpoint(path: str | Path) -> Path:
         found = latest.parent / latest.read_text().strip()
         if (found / "training_state.json").is_file():
             return found
+        available = ", ".join(p.name for _, p in sorted(_checkpoint_steps(latest.parent).items())) or "none"
+        raise FileNotFoundError(
+            f"--resume: {latest} points to '{found.name}', which is missing or incomplete (checkpoints there: "
+            f"{available}); pass one of them explicitly, e.g. --resume {latest.parent}/step-NNNNNN."
+        )
     raise FileNotFoundError(
         f"--resume: no checkpoint at '{path}' (looked for training_state.json there and for {latest}); "
         "pass a run's output folder or one of its checkpoints/step-* folders."
