@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -69,3 +70,56 @@ def test_list_items_reads_a_jsonl_manifest(tmp_path):
     )
     items = list_items(tmp_path / "m.jsonl")
     assert [i.image.name for i in items] == ["a.png", "b.png"] and items[1].identity == "7"
+
+
+class _FakeAnalyzer:
+    """Every image 'has' a face: the aligned crop is the resized image (no detector needed)."""
+
+    def align(self, image, size):
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        face = SimpleNamespace(box=np.zeros(4), score=1.0, landmarks=np.zeros((5, 2)))
+        return SimpleNamespace(face=face, image=image.resize((size, size)))
+
+
+def _photos(folder: Path, people: dict[str, list[str]]) -> list:
+    for person, names in people.items():
+        (folder / person).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(FACES / f"{name}.png", folder / person / f"{name}.png")
+            (folder / person / f"{name}.txt").write_text(f"a photo of {person}")
+    return list_items(folder, identity_from_folder=True)
+
+
+def test_prepare_refuses_to_mix_another_input_into_an_existing_folder(tmp_path):
+    from faceclip.training.prepare import PrepareMismatchError, prepare_shards
+
+    out, kw = (
+        tmp_path / "shards",
+        dict(analyzer=_FakeAnalyzer(), samples_per_shard=2, face_size=16, progress=False),
+    )
+    items = _photos(tmp_path / "in", {"bob": ["lfw_000", "lfw_001"], "dan": ["lfw_002"]})
+    assert prepare_shards(items, out, **kw).shards_written == [0, 1]
+    identities = (out / "identities.json").read_text()
+    assert prepare_shards(items, out, **kw).shards_skipped == [0, 1]  # same input: resumes
+    more = _photos(tmp_path / "in", {"ann": ["astronaut"]})  # a new person sorts first: labels would shift
+    with pytest.raises(PrepareMismatchError, match="--overwrite"):
+        prepare_shards(more, out, **kw)
+    with pytest.raises(PrepareMismatchError, match="samples_per_shard"):
+        prepare_shards(items, out, **{**kw, "samples_per_shard": 3})
+    assert (out / "identities.json").read_text() == identities  # nothing rewritten
+    report = prepare_shards(more, out, **kw, overwrite=True)
+    assert report.shards_written == [0, 1] and report.samples_written == 4
+    assert json.loads((out / "identities.json").read_text()) == {"ann": 0, "bob": 1, "dan": 2}
+
+
+def test_prepare_cli_refuses_a_changed_input(tmp_path, capsys):
+    folder, out = tmp_path / "in", tmp_path / "shards"
+    _photos(folder, {"bob": ["lfw_000"]})
+    out.mkdir()
+    (out / "shard-000000.tar").write_bytes(b"")  # shards of unknown origin
+    assert main(["prepare", str(folder), "--out", str(out), "--backend", "opencv"]) == 2
+    err = capsys.readouterr().err
+    assert "new --out" in err and "Traceback" not in err

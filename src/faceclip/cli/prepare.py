@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detect and align faces in captioned photos and write WebDataset training shards",
         description="INPUT is a folder of images with sidecar .txt captions, or a JSONL manifest "
         '({"image": ..., "caption": ..., "identity": ...} per line). Images without a usable face are skipped '
-        "and counted; finished shards are skipped on a re-run.",
+        "and counted; finished shards are skipped on a re-run of the same input and settings (another input or "
+        "other settings are refused: use a new --out, or --overwrite).",
     )
     parser.add_argument("input", metavar="INPUT", help="folder with image + .txt pairs, or a .jsonl manifest")
     parser.add_argument("--out", required=True, help="shard folder")
@@ -28,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-target-l", help="CLIP vision tower for precomputed L-branch image targets")
     parser.add_argument(
         "--image-target-g", help="CLIP vision tower for precomputed bigG-branch image targets"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="if --out holds shards of another input or settings, delete them and start over",
     )
     parser.set_defaults(func=run)
 
@@ -48,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         report = prepare_shards(
             items, args.out, analyzer=FaceAnalyzer(backend=args.backend), samples_per_shard=args.samples_per_shard,
             shard_index=args.shard_index, num_shards=args.num_shards, face_size=args.face_size, image_towers=towers,
+            image_target_sources={k: v for k, v in (("l", args.image_target_l), ("g", args.image_target_g)) if v},
+            overwrite=args.overwrite,
         )  # fmt: skip
     except (FileNotFoundError, ValueError, ImportError, WeightsNotFoundError, FaceModelNotFoundError) as err:
         print(f"faceclip prepare: {err}", file=sys.stderr)

@@ -5,10 +5,16 @@ identity labels with ``identity_from_folder``), or a JSONL manifest with ``{"ima
 per line (image paths relative to the manifest). Items are sorted, cut into shards of ``samples_per_shard``,
 and shard ``s`` belongs to job ``s % num_shards``, so many jobs can run at once without talking to each other.
 Finished shards are skipped on a re-run, so an interrupted job resumes where it stopped.
+
+The first job records what the folder is made of in ``prepare.json`` (a fingerprint of the item list, the
+identity labels, ``samples_per_shard``, ``face_size`` and the image-target towers). A later job with another
+input or other settings is refused (:class:`PrepareMismatchError`) instead of mixing two data sets in one
+folder; ``overwrite=True`` deletes the old shards and starts over. ``identities.json`` is written once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,6 +26,12 @@ from faceclip.training.shards import SHARD_PATTERN, encode_sample, write_shard
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+RECORD = "prepare.json"
+IDENTITIES = "identities.json"
+
+
+class PrepareMismatchError(ValueError):
+    """The output folder already holds shards of another input or made with other settings."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ def prepare_shards(
     num_shards: int = 1,
     face_size: int = 448,
     image_towers: dict[str, object] | None = None,
+    image_target_sources: dict[str, str] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> PrepareReport:
     """Write this job's shards.
@@ -103,7 +117,13 @@ def prepare_shards(
         shard_index, num_shards: this job handles shards ``s`` with ``s % num_shards == shard_index``.
         face_size: side of the aligned face.
         image_towers: ``{"l": ImageTargetTower, ...}`` to store precomputed image targets ``image_<b>``.
+        image_target_sources: ``{"l": "hub id or folder", ...}``, the towers' names (recorded in ``prepare.json``).
+        overwrite: if the folder holds shards of another input or other settings, delete them and start over
+            (without it, that is a :class:`PrepareMismatchError`).
         progress: show a progress bar.
+
+    Raises:
+        PrepareMismatchError: ``out_dir`` was prepared from another item list or with other settings.
     """
     from tqdm.auto import tqdm
 
@@ -115,7 +135,15 @@ def prepare_shards(
     out.mkdir(parents=True, exist_ok=True)
     names = sorted({i.identity for i in items if i.identity is not None})
     identities = {name: k for k, name in enumerate(names)}
-    _write_json(out / "identities.json", identities)
+    record = {
+        "items": len(items),
+        "fingerprint": fingerprint(items),
+        "samples_per_shard": samples_per_shard,
+        "face_size": face_size,
+        "image_targets": dict(sorted((image_target_sources or {k: "?" for k in image_towers or {}}).items())),
+        "identities": identities,
+    }
+    _claim_folder(out, record, overwrite)
     total = (len(items) + samples_per_shard - 1) // samples_per_shard
     mine = [s for s in range(total) if s % num_shards == shard_index]
     report = PrepareReport()
@@ -149,6 +177,54 @@ def prepare_shards(
             report.skipped_reasons[reason] = report.skipped_reasons.get(reason, 0) + n
     bar.close()
     return report
+
+
+def fingerprint(items: list[Item]) -> str:
+    """SHA-256 over each item's resolved image path, file size, caption and identity (in list order)."""
+    digest = hashlib.sha256()
+    for item in items:
+        try:
+            size = item.image.stat().st_size
+        except OSError:
+            size = -1
+        line = json.dumps([str(item.image.resolve()), size, item.caption, item.identity])
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _claim_folder(out: Path, record: dict, overwrite: bool) -> None:
+    """Check ``out`` against ``record`` (or start it); never rewrites ``identities.json`` of existing shards."""
+    record_path = out / RECORD
+    old = json.loads(record_path.read_text()) if record_path.is_file() else None
+    shards = sorted(out.glob("shard-*.tar"))
+    if old == record:
+        if not (out / IDENTITIES).is_file():
+            _write_json(out / IDENTITIES, record["identities"])
+        return
+    if old is None and not shards:
+        _write_json(out / IDENTITIES, record["identities"])
+        _write_json(record_path, record)
+        return
+    if old is None:
+        problem = f"it holds {len(shards)} shard(s) but no {RECORD} saying what they were made from"
+    else:
+        differ = [k for k in record if old.get(k) != record[k]]
+        what = {"fingerprint": "the item list", "items": "the number of items"}
+        problem = "it was prepared from a different input or settings (" + ", ".join(
+            f"{what.get(k, k)}: {old.get(k)!r} -> {record[k]!r}" if k in ("items", "samples_per_shard", "face_size")
+            else what.get(k, k) for k in differ
+        ) + ")"  # fmt: skip
+    if not overwrite:
+        raise PrepareMismatchError(
+            f"--out: '{out}' cannot be extended: {problem}. Adding its shards to this input would drop, "
+            "duplicate or mislabel samples. Use a new --out folder, or pass --overwrite to delete its shards "
+            "and start over."
+        )
+    logger.warning("--overwrite: deleting %d shard(s) in %s (%s)", len(shards), out, problem)
+    for path in [*shards, *out.glob("shard-*.json"), out / IDENTITIES, record_path]:
+        path.unlink(missing_ok=True)
+    _write_json(out / IDENTITIES, record["identities"])
+    _write_json(record_path, record)
 
 
 def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dict[str, int], image_towers):
