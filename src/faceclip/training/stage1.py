@@ -61,12 +61,17 @@ def load_encoder(name: str, seed: int = 0):
     return FaceCLIPEncoder.from_pretrained(name)
 
 
-def set_trainable(encoder, branches: list[str]) -> None:
-    """Freeze the encoder except the stage-1 trainable parts of the chosen branches."""
+#: What the conditioning path uses (stage 2 trains only these: ``logit_scale``/``logit_bias`` serve the stage-1
+#: loss alone and would get no gradient, which DDP without ``find_unused_parameters`` refuses).
+CONDITIONING_BRANCH_PARTS = tuple(p for p in TRAINABLE_BRANCH_PARTS if not p.startswith("logit_"))
+
+
+def set_trainable(encoder, branches: list[str], parts: tuple[str, ...] = TRAINABLE_BRANCH_PARTS) -> None:
+    """Freeze the encoder except ``parts`` (by default the stage-1 trainable parts) of the chosen branches."""
     encoder.requires_grad_(False)
     for name in branches:
         branch = getattr(encoder, f"branch_{name}")
-        for part in TRAINABLE_BRANCH_PARTS:
+        for part in parts:
             getattr(branch, part).requires_grad_(True)
 
 
@@ -214,7 +219,11 @@ class Stage1Task:
         encoder = load_encoder(mc.encoder, mc.encoder_seed)
         if mc.init_text_towers_from:
             init_text_towers_from_sdxl(encoder, mc.init_text_towers_from, tuple(mc.branches))
-        set_trainable(encoder, mc.branches)
+        # The softmax loss has no bias term: a trainable logit_bias would get no gradient (DDP refuses that).
+        parts = tuple(
+            p for p in TRAINABLE_BRANCH_PARTS if not (config.loss.kind == "softmax" and p == "logit_bias")
+        )
+        set_trainable(encoder, mc.branches, parts)
         heads, towers = {}, {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceclip.training.config import Stage2Config
-from faceclip.training.stage1 import StepOutput, load_encoder, set_trainable
+from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, StepOutput, load_encoder, set_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Stage2Task:
         vae.requires_grad_(False)
         encoder.requires_grad_(False)
         if mc.train_encoder:
-            set_trainable(encoder, ["l", "g"])
+            set_trainable(encoder, ["l", "g"], CONDITIONING_BRANCH_PARTS)
         if mc.lora.enabled:
             self._add_lora(unet, mc)
         else:
