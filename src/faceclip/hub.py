@@ -24,6 +24,26 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+_unreachable: str | None = None
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the hub could not be reached earlier in this process (then only the cache is searched), or None."""
+    return _unreachable
+
+
+def _connection_failure(err: BaseException) -> str | None:
+    """The network error behind a hub error (no DNS, refused, timed out), as ``Type: message``; else None."""
+    seen = err
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, (ConnectionError, TimeoutError)) or name in {"ConnectError", "ConnectTimeout",
+                                                                         "gaierror", "ProxyError"}:  # fmt: skip
+            return f"{name}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def resolve_file(
     source: str | os.PathLike,
     filename: str,
@@ -63,12 +83,18 @@ def resolve_file(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    global _unreachable
+    cache_only = is_offline() or _unreachable is not None
     try:
-        return Path(hf_hub_download(str(source), filename, revision=revision, local_files_only=is_offline()))
+        return Path(hf_hub_download(str(source), filename, revision=revision, local_files_only=cache_only))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
-        where = f"the Hugging Face cache and hub repo '{source}'" + (
-            " (HF_HUB_OFFLINE is set)" if is_offline() else ""
-        )
+        # After one connection failure, later files are looked up in the cache only (no more retries).
+        _unreachable = _unreachable or _connection_failure(err)
+        where = f"the Hugging Face cache and hub repo '{source}'"
+        if is_offline():
+            where += " (HF_HUB_OFFLINE is set)"
+        elif _unreachable:
+            where += " (the hub could not be reached)"
         raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
 
 
@@ -93,13 +119,16 @@ def _message(
     hint: str | None,
     cause: Exception | None = None,
 ) -> str:
+    if Path(source).expanduser().exists():
+        fix = [f"To fix this, put '{filename}' inside {source},"]
+    elif _looks_like_local_path(str(source)):
+        fix = [f"To fix this, check the path: {source} does not exist,"]
+    else:
+        fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {filename}"]
     lines = [
         f"Could not find {what}: '{filename}'.",
         f"Looked in: {where}.",
-        "To fix this, either download it while online, e.g.",
-        f"    put '{filename}' inside {source}"
-        if Path(source).exists()
-        else f"    hf download {source} {filename}",
+        *fix,
         "or pass the path of a local folder that contains it instead.",
     ]
     if hint:

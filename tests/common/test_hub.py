@@ -20,8 +20,9 @@ def test_missing_file_in_local_folder_names_file_folder_and_fix(tmp_path):
 
 
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="no such file or folder"):
+    with pytest.raises(WeightsNotFoundError, match="no such file or folder") as err:
         resolve_file(tmp_path / "nowhere", "w.pt", what="the weights")
+    assert "check the path" in str(err.value) and "hf download" not in str(err.value)
 
 
 def test_missing_weights_file_with_a_hub_id_shape_is_not_sent_to_the_hub(monkeypatch):
@@ -43,3 +44,28 @@ def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):
         resolve_file("someone/some-model", "model/w.pt", what="the weights")
     text = str(err.value)
     assert "HF_HUB_OFFLINE" in text and "hf download someone/some-model model/w.pt" in text
+
+
+def test_unreachable_hub_is_tried_once_then_only_the_cache(monkeypatch, tmp_path):
+    """Without network, the first file pays the hub's retries; the others are looked up in the cache only."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    import faceclip.hub as hub
+
+    monkeypatch.setattr(hub, "_unreachable", None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def fake_download(repo, filename, revision=None, local_files_only=False):
+        calls.append(local_files_only)
+        try:
+            raise ConnectionError("[Errno -2] Name or service not known")
+        except ConnectionError as cause:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache") from cause
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    for filename in ("a.pt", "b.pt"):
+        with pytest.raises(WeightsNotFoundError, match="the hub could not be reached"):
+            resolve_file("someone/some-model", filename, what="the weights")
+    assert calls == [False, True]
+    assert "Name or service not known" in hub.hub_unreachable_reason()

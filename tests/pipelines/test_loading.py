@@ -153,3 +153,10 @@ def test_our_layout_without_weights(tmp_path, monkeypatch):
 def test_tiny_random_in_bf16():
     pipe = load_pipeline("tiny-random", torch_dtype=torch.bfloat16)
     assert {pipe.unet.dtype, pipe.vae.dtype, pipe.faceclip_encoder.dtype} == {torch.bfloat16}
+
+
+def test_a_file_passed_as_the_model_is_a_clear_error(tmp_path):
+    index = tmp_path / "model_index.json"
+    index.write_text("{}")
+    with pytest.raises(WeightsNotFoundError, match="is a file; pass the folder that contains"):
+        load_pipeline(index)

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("huggingface_hub").propagate = False  # it prints through its own handler already
     if not args.verbose:
         logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_fallback_notice)
     try:

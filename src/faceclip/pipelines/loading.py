@@ -25,7 +25,13 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from faceclip.hub import NONCOMMERCIAL_NOTICE, WeightsNotFoundError, is_offline, resolve_file
+from faceclip.hub import (
+    NONCOMMERCIAL_NOTICE,
+    WeightsNotFoundError,
+    hub_unreachable_reason,
+    is_offline,
+    resolve_file,
+)
 from faceclip.pipelines.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl_configs import SDXL_BASE
 from faceclip.pipelines.tiny import TINY_RANDOM, build_tiny_components
@@ -80,6 +86,11 @@ def load_pipeline(
                 torch.nn.Module.to(components[name], torch_dtype)
             components["faceclip_encoder"].cast(torch_dtype)  # the fusers stay fp32, as when loaded
         return FaceCLIPStableDiffusionXLPipeline(**components)
+    if Path(model).expanduser().is_file():
+        raise WeightsNotFoundError(
+            f"{model} is a file; pass the folder that contains the pipeline (written by save_pretrained, or holding "
+            "model/face_clip_encoder.pt and model/unet.pt), or a hub repo id."
+        )
     if is_released_layout(model):
         components = load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
         return FaceCLIPStableDiffusionXLPipeline(**components)
@@ -295,6 +306,11 @@ def _missing_message(missing: list[_Missing]) -> str:
     )
     if is_offline():
         lines.append("HF_HUB_OFFLINE is set, so only the local Hugging Face cache was searched.")
+    elif hub_unreachable_reason():
+        lines.append(
+            f"The Hugging Face hub could not be reached ({hub_unreachable_reason()}), so the local cache was searched "
+            "instead; check the network connection, or set HF_HUB_OFFLINE=1 to skip the hub."
+        )
     return "\n".join(lines)
 
 
