@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,21 @@ def test_write_then_read_round_trips_with_relative_paths(tmp_path):
         for e in entries
     ]
     assert list(tmp_path.glob(".*tmp")) == []
+
+
+def test_paths_given_relative_to_the_working_directory_read_back_from_anywhere(tmp_path, monkeypatch):
+    # `eval run --identities ids --out er` passes paths relative to the working directory, not to er/.
+    work = tmp_path / "work"
+    (work / "ids").mkdir(parents=True)
+    (work / "er").mkdir()
+    monkeypatch.chdir(work)
+    entry = ManifestEntry(1, Path("er/images/a.png"), Path("ids/a.png"), "p", "a", baseline=Path("er/b.png"))
+    path = write_manifest([entry], Path("er") / "manifest.jsonl")
+    line = json.loads(path.read_text())
+    assert (line["image"], line["reference"], line["baseline"]) == ("images/a.png", "../ids/a.png", "b.png")
+
+    monkeypatch.chdir(tmp_path)
+    [again] = read_manifest(work / "er" / "manifest.jsonl").entries
+    assert again.reference.resolve() == work / "ids" / "a.png"
+    assert again.image.resolve() == work / "er" / "images" / "a.png"
+    assert again.baseline.resolve() == work / "er" / "b.png"

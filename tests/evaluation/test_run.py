@@ -223,3 +223,53 @@ def test_eval_run_user_errors(tmp_path, capsys):
         == 2
     )
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+class PhotoPipeline(RecordingPipeline):
+    """A stand-in loaded by `eval run` that "generates" the reference photo itself, so ID-Sim finds the face."""
+
+    def __init__(self, photo):
+        super().__init__()
+        self.photo = photo
+
+    def to(self, device):
+        return self
+
+    def set_progress_bar_config(self, **kwargs):
+        pass
+
+    def __call__(self, num_images_per_prompt, generator, **kwargs):
+        super().__call__(num_images_per_prompt, generator, **kwargs)
+        return SimpleNamespace(images=[self.photo] * num_images_per_prompt)
+
+
+@pytest.fixture
+def photo_pipeline(monkeypatch, astronaut):
+    import faceclip.pipelines
+
+    pipe = PhotoPipeline(astronaut)
+    monkeypatch.setattr(faceclip.pipelines, "load_pipeline", lambda model, **kwargs: pipe)
+    return pipe
+
+
+def test_manifest_of_eval_run_with_relative_paths_scores_from_another_directory(
+    tmp_path, astronaut, photo_pipeline, monkeypatch
+):
+    work = tmp_path / "work"
+    (work / "ids").mkdir(parents=True)
+    astronaut.save(work / "ids" / "astronaut.png")
+    (work / "prompts.txt").write_text("a portrait of a person\n")
+    monkeypatch.chdir(work)
+    common = ["--no-clip", "--face-backend", "opencv", "--device", "cpu", "--no-contact-sheet"]
+    assert main(["eval", "run", "--model", "stand-in", "--identities", "ids", "--prompts", "prompts.txt",
+                 "--seeds", "2", "--out", "er", *common]) == 0  # fmt: skip
+    assert len(json.loads((work / "er" / "report.json").read_text())["images"]) == 2
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    manifest = "../work/er/manifest.jsonl"
+    assert main(["eval", "score", "--manifest", manifest, "--out", "rescored", *common]) == 0
+    report = json.loads((elsewhere / "rescored" / "report.json").read_text())
+    assert report["problems"] == []
+    assert [(i["identity"], i["face_detected"]) for i in report["images"]] == [("astronaut", True)] * 2

@@ -49,7 +49,7 @@ class ManifestEntry:
     baseline: Path | None = None
 
     def to_json(self, relative_to: Path | None = None) -> dict:
-        """The entry as a manifest line (paths relative to ``relative_to`` when they lie below it)."""
+        """The entry as a manifest line (paths relative to ``relative_to``, the manifest's folder, if given)."""
         record = {
             "image": _relpath(self.image, relative_to),
             "reference": _relpath(self.reference, relative_to),
@@ -152,7 +152,11 @@ def parse_line(text: str, line: int, base: Path) -> ManifestEntry:
 
 
 def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike) -> Path:
-    """Write ``entries`` as a JSONL manifest, atomically; paths below its folder are written relative."""
+    """Write ``entries`` as a JSONL manifest, atomically.
+
+    Paths are written relative to the manifest's folder (``../`` for files outside it), whatever the working
+    directory they were given relative to, so :func:`read_manifest` finds the same files.
+    """
     path = Path(path)
     base = path.resolve().parent
     lines = [json.dumps(entry.to_json(base), ensure_ascii=False) + "\n" for entry in entries]
@@ -165,9 +169,13 @@ def _resolve(value: str, base: Path) -> Path:
 
 
 def _relpath(path: Path, base: Path | None) -> str:
-    if base is not None:
-        try:
-            return Path(path).resolve().relative_to(base).as_posix()
-        except ValueError:
-            pass
-    return str(path)
+    """``path`` as written in a manifest whose folder is ``base``: relative to ``base`` (with ``..`` when it lies
+    outside), so the line reads back to the same file whatever the working directory; absolute where no
+    relative path exists (another drive on Windows). Without ``base``, ``path`` as given."""
+    if base is None:
+        return str(path)
+    resolved = Path(path).resolve()
+    try:
+        return Path(os.path.relpath(resolved, base)).as_posix()
+    except ValueError:
+        return str(resolved)
