@@ -31,3 +31,20 @@ def test_overrides_types_and_round_trip(tmp_path):
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("stage1", None, [override])
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "message"),
+    [("stage1", "data.batch_size=0", "data.batch_size"), ("stage1", "loss.kind=hinge", "loss.kind"),
+     ("stage1", "optim.scheduler=step", "optim.scheduler"), ("stage1", "run.checkpoint_every=0", "checkpoint_every"),
+     ("stage1", "run.mixed_precision=fp8", "mixed_precision"), ("stage2", "model.condition_dropout=1.5", "dropout"),
+     ("stage2", "run.gradient_accumulation_steps=0", "gradient_accumulation")],
+)  # fmt: skip
+def test_out_of_range_values_are_refused_when_loading(stage, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(stage, None, [override])
+
+
+def test_values_are_set_as_given_not_parsed_as_yaml():
+    config = load_config("stage1", None, [], {"run.output_dir": "runs/x #1", "data.source": "2024-05-01"})
+    assert config.run.output_dir == "runs/x #1" and config.data.source == "2024-05-01"

@@ -74,3 +74,14 @@ def test_synthetic_source_is_deterministic_and_learnable_structure():
 def test_unknown_source_names_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="--data"):
         build_source(DataConfig(source=str(tmp_path)))
+
+
+def test_shards_without_a_readable_sample_raise_a_named_error(tmp_path):
+    from faceclip.training.data import NoReadableSampleError
+
+    samples = [_sample("0000", 0, (1, 2, 3))]
+    samples[0]["jpg"] = b"not a jpeg"
+    write_shard(tmp_path / "shard-000000.tar", samples)
+    config = DataConfig(source=str(tmp_path), batch_size=1, image_size=24, face_size=16)
+    with pytest.raises(NoReadableSampleError, match="no readable sample"):
+        next(iter(build_dataloader(config)))

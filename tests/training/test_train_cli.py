@@ -145,3 +145,43 @@ def test_two_processes_match_one_process(tmp_path, free_port, run_launcher):
         assert diffs.mean().item() <= 2e-5 and diffs.max().item() <= 2 * lr * 3, (
             f"{stage}: 1 vs 2 processes differ by mean {diffs.mean().item():.2e}, max {diffs.max().item():.2e}"
         )
+
+
+def test_out_of_range_settings_exit_before_anything_is_written(tmp_path, capsys):
+    for override, key in (("data.batch_size=0", "data.batch_size"), ("loss.kind=hinge", "loss.kind"),
+                          ("optim.scheduler=step", "optim.scheduler")):  # fmt: skip
+        assert main(["train", "stage1", "--output", str(tmp_path / "run"), "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert key in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
+
+
+def test_output_and_data_are_taken_literally(tmp_path, capsys, monkeypatch):
+    """`--output "runs/x #1"` and `--data 2024-05-01` are paths, not YAML (a comment, a date)."""
+    import faceclip.training.loop
+    import faceclip.training.stage1
+
+    seen = {}
+    monkeypatch.setattr(
+        faceclip.training.stage1, "Stage1Task", lambda config: seen.setdefault("config", config)
+    )
+    monkeypatch.setattr(faceclip.training.loop, "fit", lambda task, config, resume: {"steps": 0})
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "stage1", "--output", "runs/x #1", "--data", "2024-05-01", "--max-steps", "5"]) == 0
+    config = seen["config"]
+    assert config.run.output_dir == "runs/x #1" and config.data.source == "2024-05-01"
+    assert config.run.max_steps == 5
+
+
+def test_unreadable_data_is_one_message(tmp_path, capsys, monkeypatch):
+    import faceclip.training.loop
+    import faceclip.training.stage1
+    from faceclip.training.data import NoReadableSampleError
+
+    def fit(task, config, resume):
+        raise NoReadableSampleError("data.source: no readable sample in 1 shard(s) for this process")
+
+    monkeypatch.setattr(faceclip.training.stage1, "Stage1Task", lambda config: None)
+    monkeypatch.setattr(faceclip.training.loop, "fit", fit)
+    assert main(["train", "stage1", "--output", str(tmp_path)]) == 2
+    assert "no readable sample" in capsys.readouterr().err

@@ -40,16 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from faceclip.hub import WeightsNotFoundError
     from faceclip.training.config import ConfigError, load_config
+    from faceclip.training.data import NoReadableSampleError
     from faceclip.training.loop import NonFiniteLossError, fit
 
-    overrides = list(args.overrides)
+    # Paths and numbers from the command line are set as given; only --set values are parsed as YAML.
+    values = {"run.output_dir": args.output}
     if args.data:
-        overrides.append(f"data.source={args.data}")
+        values["data.source"] = args.data
     if args.max_steps is not None:
-        overrides.append(f"run.max_steps={args.max_steps}")
-    overrides.append(f"run.output_dir={args.output}")
+        values["run.max_steps"] = args.max_steps
     try:
-        config = load_config(args.stage, args.config, overrides)
+        config = load_config(args.stage, args.config, list(args.overrides), values)
         if args.stage == "stage1":
             from faceclip.training.stage1 import Stage1Task as Task
         else:
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         task = Task(config)
         resume = None if args.resume is None else (args.resume or args.output)
         metrics = fit(task, config, resume=resume)
-    except (ConfigError, WeightsNotFoundError, FileNotFoundError, ImportError, ValueError, KeyError) as err:
+    except (ConfigError, WeightsNotFoundError, FileNotFoundError, ImportError, ValueError, KeyError,
+            NoReadableSampleError) as err:  # fmt: skip
         print(f"faceclip train: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:

@@ -177,6 +177,9 @@ class Stage2Config:
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
 
 
+SCHEDULERS = ("constant", "linear", "cosine")
+LOSS_KINDS = ("sigmoid", "softmax")  # see faceclip.training.losses
+
 STAGES: dict[str, type] = {"stage1": Stage1Config, "stage2": Stage2Config}
 
 
@@ -253,13 +256,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(stage: str, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Load a stage's config from YAML (or the defaults when ``path`` is None), then apply overrides.
+def load_config(
+    stage: str,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> Any:
+    """Load a stage's config from YAML (or the defaults when ``path`` is None), apply overrides, and check it.
 
     Args:
         stage: ``"stage1"`` or ``"stage2"``.
         path: a YAML file; its top level may also carry ``stage: stage1`` (checked against ``stage``).
-        overrides: ``["optim.lr=3e-4", ...]``.
+        overrides: ``["optim.lr=3e-4", ...]`` (values parsed as YAML).
+        values: ``{"run.output_dir": "runs/x #1", ...}``, set as given (not parsed), after the overrides.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or a value out of range (see :func:`validate`).
     """
     import yaml
 
@@ -279,7 +291,74 @@ def load_config(stage: str, path: str | Path | None = None, overrides: list[str]
     if declared != stage:
         raise ConfigError(f"--config: '{path}' is a {declared} config, but '{stage}' was asked for.")
     data = apply_overrides(data, overrides or [])
-    return from_dict(STAGES[stage], data)
+    for key, value in (values or {}).items():
+        node = data
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
+    config = from_dict(STAGES[stage], data)
+    validate(config)
+    return config
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' must be {rule}, got {value!r}.")
+
+
+def validate(config: Any) -> None:
+    """Check ranges and choices that the types alone do not (before anything is written).
+
+    Raises:
+        ConfigError: the first value out of range, naming its dotted key and what it must be.
+    """
+    run, data, optim = config.run, config.data, config.optim
+    for key in (
+        "max_steps",
+        "gradient_accumulation_steps",
+        "log_every",
+        "checkpoint_every",
+        "max_nonfinite_steps",
+    ):
+        _check(getattr(run, key) >= 1, f"run.{key}", ">= 1", getattr(run, key))
+    for key in ("keep_checkpoints", "eval_samples"):
+        _check(getattr(run, key) >= 0, f"run.{key}", ">= 0", getattr(run, key))
+    _check(run.mixed_precision in ("no", "bf16", "fp16"), "run.mixed_precision", "one of no, bf16, fp16",
+           run.mixed_precision)  # fmt: skip
+    for key in ("batch_size", "image_size", "face_size", "synthetic_samples", "synthetic_identities"):
+        _check(getattr(data, key) >= 1, f"data.{key}", ">= 1", getattr(data, key))
+    _check(data.num_workers >= 0, "data.num_workers", ">= 0", data.num_workers)
+    _check(optim.lr >= 0, "optim.lr", ">= 0", optim.lr)
+    _check(optim.weight_decay >= 0, "optim.weight_decay", ">= 0", optim.weight_decay)
+    _check(0 <= optim.beta1 < 1, "optim.beta1", "in [0, 1)", optim.beta1)
+    _check(0 <= optim.beta2 < 1, "optim.beta2", "in [0, 1)", optim.beta2)
+    _check(optim.eps > 0, "optim.eps", "> 0", optim.eps)
+    _check(
+        optim.scheduler in SCHEDULERS, "optim.scheduler", "one of " + ", ".join(SCHEDULERS), optim.scheduler
+    )
+    _check(optim.warmup_steps >= 0, "optim.warmup_steps", ">= 0", optim.warmup_steps)
+    model = config.model
+    if isinstance(config, Stage1Config):
+        loss = config.loss
+        _check(loss.kind in LOSS_KINDS, "loss.kind", "one of " + ", ".join(LOSS_KINDS), loss.kind)
+        for key in ("face_weight", "text_weight", "image_weight"):
+            _check(getattr(loss, key) >= 0, f"loss.{key}", ">= 0", getattr(loss, key))
+        for key in ("face", "text"):
+            value = getattr(model.targets, key)
+            _check(
+                value in ("encoder", "precomputed"), f"model.targets.{key}", "encoder or precomputed", value
+            )
+        _check(bool(model.branches) and set(model.branches) <= {"l", "g"}, "model.branches",
+               "a non-empty subset of [l, g]", model.branches)  # fmt: skip
+        _check(model.heads.face_dim >= 1, "model.heads.face_dim", ">= 1", model.heads.face_dim)
+    else:
+        _check(
+            0 <= model.condition_dropout < 1, "model.condition_dropout", "in [0, 1)", model.condition_dropout
+        )
+        gamma = model.min_snr_gamma
+        _check(gamma is None or gamma > 0, "model.min_snr_gamma", "> 0 or null", gamma)
+        _check(0 <= model.ema.decay <= 1, "model.ema.decay", "in [0, 1]", model.ema.decay)
+        _check(model.lora.rank >= 1, "model.lora.rank", ">= 1", model.lora.rank)
 
 
 def save_config(config: Any, path: str | Path, stage: str) -> None:

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.jsonl"
 
 
+class NoReadableSampleError(RuntimeError):
+    """A pass over this process's shards yielded no readable sample."""
+
+
 def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack samples into a batch; ``None`` entries (unreadable samples) are dropped and counted in ``skipped``.
 
@@ -150,8 +154,9 @@ class ShardStream(IterableDataset):
                     produced += 1
                     yield sample
             if produced == 0 and to_skip == 0:
-                raise RuntimeError(
-                    f"data.source: no readable sample in {len(mine)} shard(s) for this process."
+                raise NoReadableSampleError(
+                    f"data.source: no readable sample in {len(mine)} shard(s) for this process; check the "
+                    "shards (the warnings above name the corrupt ones) or re-run `faceclip prepare`."
                 )
             epoch += 1
 

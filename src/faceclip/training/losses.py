@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-MAX_LOGIT_SCALE = 100.0  # exp(s) is clamped here, as CLIP does, to keep early training stable
+from faceclip.training.config import LOSS_KINDS
 
-LOSS_KINDS = ("sigmoid", "softmax")
+MAX_LOGIT_SCALE = 100.0  # exp(s) is clamped here, as CLIP does, to keep early training stable
 
 
 def same_identity_mask(identity: torch.Tensor | None) -> torch.Tensor | None:
