@@ -231,12 +231,38 @@ def test_bf16_on_cpu(pipe, face):
 
 def test_accepts_precomputed_embeddings(pipe, face):
     embeds, pooled = pipe.encode_prompt(pipe.prepare_face(face), ["a"])
+    same = pipe.encode_prompt(face, "a")  # any face input, and a single prompt string
+    assert torch.equal(same[0], embeds) and torch.equal(same[1], pooled)
     direct = pipe(face_image=face, prompt="a", generator=seeded(0), **call_kwargs())
     from_embeds = pipe(
         prompt_embeds=embeds, pooled_prompt_embeds=pooled, generator=seeded(0), **call_kwargs()
     )
     np.testing.assert_allclose(from_embeds.images, direct.images, atol=1e-6)
     assert from_embeds.face is None
+    with pytest.raises(ValueError, match="face_image is not used with prompt_embeds"):
+        pipe(face_image=face, prompt_embeds=embeds, pooled_prompt_embeds=pooled, **call_kwargs())
+    negative = pipe.encode_negative_prompt(["blurry"])
+    with pytest.raises(ValueError, match="either negative_prompt or negative_prompt_embeds"):
+        pipe(face_image=face, prompt="a", negative_prompt="x", negative_prompt_embeds=negative[0],
+             negative_pooled_prompt_embeds=negative[1], **call_kwargs())  # fmt: skip
+
+
+def test_negative_cache_follows_new_encoder_weights(pipe):
+    before = pipe.encode_negative_prompt(["blurry"])[0]
+    state = {
+        k: v * 1.5 if v.is_floating_point() else v for k, v in pipe.faceclip_encoder.state_dict().items()
+    }
+    pipe.faceclip_encoder.load_state_dict(state)
+    after = pipe.encode_negative_prompt(["blurry"])[0]
+    assert pipe.negative_cache_info().misses == 2
+    assert not torch.allclose(before, after)
+
+
+def test_from_pretrained_refuses_unknown_arguments(tmp_path):
+    from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
+
+    with pytest.raises(TypeError, match=r"unsupported argument.*bogus"):
+        FaceCLIPStableDiffusionXLPipeline.from_pretrained(tmp_path, bogus=1)
 
 
 @pytest.mark.gpu

@@ -106,6 +106,12 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         """
         from faceclip.pipelines.loading import load_components
 
+        unknown = sorted(set(kwargs) - {"revision"})
+        if unknown:
+            raise TypeError(
+                f"from_pretrained: unsupported argument(s) {', '.join(unknown)}; supported: torch_dtype, revision "
+                "(set HF_HUB_OFFLINE=1 for the local cache only; HF_HUB_CACHE / HF_TOKEN as usual)."
+            )
         return cls(**load_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **kwargs))
 
     # ------------------------------------------------------------------ face
@@ -154,6 +160,11 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         if prompt_embeds is not None:
             if prompt is not None:
                 raise ValueError("Pass either prompt or prompt_embeds, not both.")
+            if face_image is not None:
+                raise ValueError(
+                    "face_image is not used with prompt_embeds (the face is already in the embeddings from "
+                    "pipe.encode_prompt); pass either face_image + prompt or prompt_embeds."
+                )
             if pooled_prompt_embeds is None or pooled_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
                 raise ValueError(
                     "prompt_embeds needs pooled_prompt_embeds with the same batch size "
@@ -180,9 +191,19 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompt(
-        self, face: PreparedFace, prompts: list[str], device: torch.device | None = None
+        self,
+        face: FaceInput | PreparedFace,
+        prompts: str | list[str],
+        device: torch.device | None = None,
+        face_index: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint face-text embeddings for each prompt, with one face for all of them.
+
+        Args:
+            face: a photo (path, PIL image, array), an aligned face tensor, or a :meth:`prepare_face` result.
+            prompts: one prompt or a list.
+            device: where to compute (default: the pipeline's execution device).
+            face_index: which detected face to use when a photo shows several.
 
         Returns:
             prompt_embeds (B, 77, D) and pooled_prompt_embeds (B, P) for B = len(prompts) (D = 2048 and
@@ -190,6 +211,9 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         """
         device = device or self._execution_device
         encoder = self.faceclip_encoder
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not isinstance(face, PreparedFace):
+            face = self.prepare_face(face, face_index=face_index)
         faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
         has_face = torch.ones(len(prompts), dtype=torch.bool, device=device)
         out = encoder(face_images=faces, prompts=prompts, has_face=has_face)
@@ -210,8 +234,9 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         device = device or self._execution_device
         encoder = self.faceclip_encoder
         rows = {}
+        weights = _weights_version(encoder)
         for text in dict.fromkeys(negative_prompts):
-            key = (text, str(device), encoder.dtype, id(encoder))
+            key = (text, str(device), encoder.dtype, weights)
             cached = self.negative_cache.get(key)
             if cached is None:
                 # Every row of the negative batch is identical, so one row is computed and repeated.
@@ -315,6 +340,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         batch_size = prompt_embeds.shape[0]
 
         # 3. Negative embeddings (cached per negative prompt)
+        if "negative_prompt_embeds" in sdxl_kwargs and negative_prompt is not None:
+            raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
         if guidance_scale > 1 and "negative_prompt_embeds" not in sdxl_kwargs:
             if negative_prompt is None:
                 negative_prompt = DEFAULT_NEGATIVE_PROMPT
@@ -346,3 +373,9 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         if not return_dict:
             return (result.images,)
         return FaceCLIPStableDiffusionXLPipelineOutput(images=result.images, face=face)
+
+
+def _weights_version(module: torch.nn.Module) -> tuple[int, ...]:
+    """Changes whenever the weights change: in place (``load_state_dict`` bumps tensor versions) or replaced."""
+    params = list(module.parameters())
+    return (id(module), id(params[0]) if params else 0, sum(p._version for p in params))
