@@ -26,6 +26,13 @@ def test_configs_and_output_shapes(tiny_encoder, faces):
     assert out.input_ids[0, 4] == 1014 and out.input_ids[2, 4] != 1014
 
 
+def test_return_dict_false_gives_the_diffusers_style_tuple(tiny_encoder, faces):
+    out = tiny_encoder(face_images=faces, prompts=PROMPTS)
+    embeds, pooled, ids = tiny_encoder(face_images=faces, prompts=PROMPTS, return_dict=False)
+    assert torch.equal(embeds, out.prompt_embeds) and torch.equal(pooled, out.pooled_prompt_embeds)
+    assert torch.equal(ids, out.input_ids)
+
+
 def test_sdxl_config_sizes():
     with torch.device("meta"):
         enc = create_encoder("faceclip-sdxl")

@@ -236,7 +236,8 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
         face_images: torch.Tensor | None = None,
         prompts: str | Sequence[str] = "",
         has_face: torch.Tensor | Sequence[bool] | None = None,
-    ) -> FaceCLIPEncoderOutput:
+        return_dict: bool = True,
+    ) -> FaceCLIPEncoderOutput | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode faces and prompts into SDXL conditioning.
 
         Args:
@@ -245,10 +246,12 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
             has_face: (B,) bool; rows whose prompt gets the prefix and the face identity token. None = all
                 True when faces are given, else all False. Rows without a face still run their face image
                 (black or not) through the fuser, as the released model does.
+            return_dict: return a FaceCLIPEncoderOutput; False returns the tuple
+                (prompt_embeds, pooled_prompt_embeds, input_ids).
 
         Returns:
-            FaceCLIPEncoderOutput with prompt_embeds (B, 77, prompt_embeds_dim) and pooled_prompt_embeds
-            (B, pooled_dim).
+            FaceCLIPEncoderOutput with prompt_embeds (B, 77, prompt_embeds_dim), pooled_prompt_embeds
+            (B, pooled_dim) and input_ids (B, 77).
         """
         prompts, has_face = self._check_inputs(face_images, prompts, has_face)
         input_ids = self.tokenize(prompts, has_face).to(self.device)
@@ -256,11 +259,12 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
         features_l, features_g = self.encode_faces(face_images, len(prompts))
         out_l = self.branch_l(input_ids, has_face, face_features=features_l)
         out_g = self.branch_g(input_ids, has_face, face_features=features_g)
-        return FaceCLIPEncoderOutput(
+        output = FaceCLIPEncoderOutput(
             prompt_embeds=torch.cat([out_l.fused, out_g.fused], dim=-1),
             pooled_prompt_embeds=out_g.pooled,
             input_ids=input_ids,
         )
+        return output if return_dict else output.to_tuple()
 
     # ---------------------------------------------------------------------------------------------- loading
 
