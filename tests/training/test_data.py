@@ -85,3 +85,31 @@ def test_shards_without_a_readable_sample_raise_a_named_error(tmp_path):
     config = DataConfig(source=str(tmp_path), batch_size=1, image_size=24, face_size=16)
     with pytest.raises(NoReadableSampleError, match="no readable sample"):
         next(iter(build_dataloader(config)))
+
+
+def _manifest(folder, lines: list[str]):
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [(['{"image": "a.png", "caption": "x"}', "", "{not json"], r"manifest.jsonl:3: not valid JSON"),
+     (['{"image": "a.png"}'], r"manifest.jsonl:1: lacks caption"),
+     (['["a.png", "x"]'], r"manifest.jsonl:1: lacks image, caption")],
+)  # fmt: skip
+def test_manifest_errors_name_the_file_and_line(tmp_path, lines, message):
+    from faceclip.training.data import ManifestDataset
+
+    with pytest.raises(ValueError, match=message):
+        ManifestDataset(_manifest(tmp_path, lines), image_size=8, face_size=8)
+
+
+def test_manifest_warnings_name_the_line(tmp_path, caplog):
+    from faceclip.training.data import ManifestDataset
+
+    folder = _manifest(tmp_path, ["", '{"image": "missing.png", "caption": "x", "face": "f.png"}'])
+    with caplog.at_level("WARNING"):
+        assert ManifestDataset(folder, image_size=8, face_size=8)[0] is None
+    assert "manifest.jsonl:2:" in caplog.text

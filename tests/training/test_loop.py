@@ -90,3 +90,25 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     assert metrics["stopped_by_signal"] and metrics["steps"] == 3
     assert load_checkpoint(tmp_path).state.step == 3
     assert not (tmp_path / "final").exists()
+
+
+def test_a_batch_with_no_readable_sample_is_skipped_and_counted(tmp_path):
+    """Rows 'missing' have no image: the first global batch holds only those, and is skipped, not fed."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(data / "ok.png")
+    order = torch.randperm(
+        6, generator=torch.Generator().manual_seed(0)
+    ).tolist()  # the sampler's first epoch
+    rows = ['{"image": "ok.png", "caption": "c", "face": "ok.png"}'] * 6
+    for index in order[:2]:
+        rows[index] = '{"image": "missing.png", "caption": "c", "face": "ok.png"}'
+    (data / "manifest.jsonl").write_text("\n".join(rows) + "\n")
+    config = _config(tmp_path / "run", 2)
+    config.data.source = str(data)
+    task = _Task()
+    metrics = fit(task, config)
+    assert metrics["steps"] == 2 and metrics["empty_batches"] == 1 and metrics["skipped_samples"] == 2
+    assert load_checkpoint(tmp_path / "run").state.samples_seen == 6  # 3 global batches drawn

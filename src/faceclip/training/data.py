@@ -171,8 +171,25 @@ class ManifestDataset(Dataset):
 
     def __init__(self, folder: str | Path, *, image_size: int, face_size: int):
         self.folder = Path(folder)
-        lines = (self.folder / MANIFEST).read_text().splitlines()
-        self.rows = [json.loads(line) for line in lines if line.strip()]
+        path = self.folder / MANIFEST
+        self.rows, self.lines = [], []  # rows and their 1-based line numbers in the manifest
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}): {line[:80]!r}") from err
+            missing = [key for key in ("image", "caption") if not isinstance(row, dict) or key not in row]
+            if missing:
+                raise ValueError(
+                    f'{path}:{number}: lacks {", ".join(missing)}; each line must be {{"image": ..., '
+                    f'"caption": ..., "identity"?: ..., "face"?: ...}}, got {line[:80]!r}'
+                )
+            self.rows.append(row)
+            self.lines.append(number)
+        if not self.rows:
+            raise ValueError(f'{path}: no rows; each line must be {{"image": ..., "caption": ...}}.')
         names = sorted({str(r["identity"]) for r in self.rows if r.get("identity") is not None})
         self.identities = {name: i for i, name in enumerate(names)}
         self.image_size, self.face_size = image_size, face_size
@@ -197,7 +214,7 @@ class ManifestDataset(Dataset):
                     self._analyzer = FaceAnalyzer()
                 face = self._analyzer.align(image, size=self.face_size).image
         except (ImageLoadError, NoFaceFoundError, OSError) as err:
-            logger.warning("skipping manifest row %d: %s", index, err)
+            logger.warning("skipping %s:%d: %s", self.folder / MANIFEST, self.lines[index], err)
             return None
         cropped, original_size, crop = _resize_crop(image, self.image_size)
         identity = row.get("identity")

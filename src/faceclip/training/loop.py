@@ -27,9 +27,12 @@ from faceclip.training.checkpoint import (
     save_checkpoint,
 )
 from faceclip.training.config import OptimConfig, save_config, to_dict
-from faceclip.training.data import build_dataloader, eval_batch
+from faceclip.training.data import NoReadableSampleError, build_dataloader, eval_batch
 
 logger = logging.getLogger(__name__)
+
+
+MAX_EMPTY_BATCHES = 100  # batches in a row without a readable sample before the run stops
 
 
 class NonFiniteLossError(RuntimeError):
@@ -191,19 +194,43 @@ def fit(task, config, *, resume: str | Path | None = None) -> dict[str, Any]:
             }
         )
 
-    losses, skipped, nonfinite, stopped = [], 0, 0, False
+    losses, skipped, nonfinite, stopped, empty_batches = [], 0, 0, False, 0
     bar = tqdm(total=run.max_steps, initial=state.step, disable=not (main and run.progress_bar), desc=stage)
     iterator = iter(loader)
     started, samples_timed = time.perf_counter(), 0
+    global_batch = data.batch_size * world
+
+    def next_batch() -> tuple[dict[str, Any], int]:
+        """This process's next batch and the stream position of its global batch. A global batch in which some
+        process got no readable sample is skipped by all processes together (counted), so they stay in step
+        and the data position stays exact for --resume."""
+        nonlocal skipped, empty_batches
+        for _ in range(MAX_EMPTY_BATCHES):
+            batch, position = next(iterator), state.samples_seen
+            state.samples_seen += global_batch
+            skipped += batch["skipped"]
+            empty = torch.tensor(float(not batch["caption"]), device=accelerator.device)
+            if world > 1:
+                empty = accelerator.reduce(empty, reduction="sum")
+            if empty.item() == 0:
+                return batch, position
+            empty_batches += 1
+            skipped += len(batch["caption"])  # this process's readable samples, dropped with the global batch
+            logger.warning("a batch with no readable sample was skipped (%d so far)", empty_batches)
+        raise NoReadableSampleError(
+            f"data.source: {MAX_EMPTY_BATCHES} batches in a row had no readable sample; check the data "
+            "(the warnings above name the unreadable images)."
+        )
+
     with _StopRequest() as stop:
         while state.step < run.max_steps:
             step_loss, logs = torch.zeros((), device=accelerator.device), {}
             for micro in range(accum):
-                batch = _to_device(next(iterator), accelerator.device)
+                batch, position = next_batch()
+                batch = _to_device(batch, accelerator.device)
                 # Each sample's place in the global stream: per-sample randomness (stage 2) keys on it.
-                first = state.samples_seen + (micro * world + rank) * data.batch_size
+                first = position + rank * data.batch_size
                 batch["position"] = torch.arange(first, first + len(batch["caption"]))
-                skipped += batch["skipped"]
                 sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
                     output = model(batch)
@@ -239,7 +266,6 @@ def fit(task, config, *, resume: str | Path | None = None) -> dict[str, Any]:
                 losses.append(loss_value)
             scheduler.step()
             state.step += 1
-            state.samples_seen += per_step
             samples_timed += per_step
             speed = samples_timed / max(time.perf_counter() - started, 1e-9)
             bar.update(1)
@@ -269,6 +295,7 @@ def fit(task, config, *, resume: str | Path | None = None) -> dict[str, Any]:
         "loss_last_mean": sum(losses[-window:]) / window if losses else None,
         "samples_per_second": samples_timed / max(time.perf_counter() - started, 1e-9),
         "skipped_samples": total_skipped,
+        "empty_batches": empty_batches,
         "nonfinite_steps": nonfinite,
         "stopped_by_signal": stopped,
         "output_dir": str(out),
