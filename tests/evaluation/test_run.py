@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,13 +16,17 @@ from faceclip.evaluation.run import (
     GenerationSettings,
     GridCell,
     Identity,
+    StaleImagesError,
+    file_sha256,
     find_identities,
     generate_cells,
     grid_manifest,
+    image_metadata,
+    metadata_mismatch,
     plan_grid,
 )
 from faceclip.face import NoFaceFoundError
-from faceclip.outputs import read_png_metadata
+from faceclip.outputs import read_png_metadata, save_png
 
 
 def test_plan_grid_and_manifest_numbering(tmp_path):
@@ -77,11 +82,15 @@ class RecordingPipeline:
 
 def test_generate_cells_seeds_resume_and_failures(tmp_path):
     ids = [Identity("a", tmp_path / "a.png"), Identity("noface", tmp_path / "noface.png")]
+    (tmp_path / "a.png").write_bytes(b"photo of a")
     cells = plan_grid(ids, ["p0", "p1"], [3, 4])
     pipe = RecordingPipeline()
     (tmp_path / "images" / "a").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a" / "p001_seed3.png")  # already made: kept
     settings = GenerationSettings(num_inference_steps=2, height=64)
+    made = image_metadata(cells[1], 3, settings, {"model": "m"}, file_sha256(tmp_path / "a.png"))
+    save_png(
+        Image.new("RGB", (8, 8)), tmp_path / "images" / "a" / "p001_seed3.png", made
+    )  # already made: kept
     results = generate_cells(pipe, cells, tmp_path, settings, metadata={"model": "m"}, progress=False)
 
     assert [r.error is None for r in results] == [True, True, False, False]
@@ -111,10 +120,73 @@ def test_generate_cells_seeds_resume_and_failures(tmp_path):
         and metadata["prompt"] == "p1"
         and metadata["model"] == "m"
         and metadata["identity"] == "a"
+        and metadata["num_inference_steps"] == 2
+        and metadata["reference_sha256"] == file_sha256(tmp_path / "a.png")
     )
 
-    again = generate_cells(pipe, cells[:2], tmp_path, settings, progress=False)
+    again = generate_cells(pipe, cells[:2], tmp_path, settings, metadata={"model": "m"}, progress=False)
     assert len(pipe.calls) == 2 and [len(r.paths) for r in again] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"settings": GenerationSettings(num_inference_steps=3)}, "--steps 2 (this run: 3)"),
+        ({"settings": GenerationSettings()}, "--steps 2 (this run: the pipeline's default)"),
+        ({"metadata": {"model": "other"}}, "--model 'm' (this run: 'other')"),
+        ({"prompts": ["another prompt"]}, "prompt 'p0' (this run: 'another prompt')"),
+        ({"reference": b"another photo"}, "reference photo (SHA-256)"),
+    ],
+)
+def test_images_made_with_other_settings_are_refused_not_mixed_in(tmp_path, change, why):
+    (tmp_path / "a.png").write_bytes(b"photo of a")
+    ids = [Identity("a", tmp_path / "a.png")]
+    pipe = RecordingPipeline()
+    first = GenerationSettings(num_inference_steps=2)
+    generate_cells(
+        pipe, plan_grid(ids, ["p0"], [0, 1]), tmp_path, first, metadata={"model": "m"}, progress=False
+    )
+    image = tmp_path / "images" / "a" / "p000_seed0.png"
+    before = image.read_bytes()
+
+    if "reference" in change:
+        (tmp_path / "a.png").write_bytes(change["reference"])
+    cells = plan_grid(ids, change.get("prompts", ["p0"]), [0, 1])
+    settings, metadata = change.get("settings", first), change.get("metadata", {"model": "m"})
+    with pytest.raises(StaleImagesError, match="--overwrite") as refused:
+        generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, progress=False)
+    assert len(refused.value.stale) == 2 and why in str(refused.value)
+    assert len(pipe.calls) == 1 and image.read_bytes() == before  # nothing generated, nothing overwritten
+
+    generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, overwrite=True, progress=False)
+    assert len(pipe.calls) == 2
+    generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, progress=False)  # now they match: kept
+    assert len(pipe.calls) == 2
+
+
+def test_an_image_without_faceclip_metadata_is_not_taken_for_a_finished_one(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"photo of a")
+    cells = plan_grid([Identity("a", tmp_path / "a.png")], ["p0"], [0])
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a" / "p000_seed0.png")
+    (tmp_path / "images" / "a" / "p000_seed1.png").write_bytes(b"not a png")
+    with pytest.raises(StaleImagesError, match="no faceclip metadata"):
+        generate_cells(RecordingPipeline(), cells, tmp_path, progress=False)
+    damaged = [GridCell(cells[0].identity, 0, "p0", (1,))]
+    with pytest.raises(StaleImagesError, match="cannot be read"):
+        generate_cells(RecordingPipeline(), damaged, tmp_path, progress=False)
+
+
+def test_metadata_mismatch_ignores_the_reference_path_and_version_only():
+    cell = GridCell(Identity("a", Path("ids/a.png")), 0, "p", (0,))
+    made = image_metadata(cell, 0, GenerationSettings(guidance_scale=5.0), {"model": "m"}, "abc")
+    moved = {**made, "reference": "/elsewhere/ids/a.png", "faceclip_version": "0.0.1"}
+    assert metadata_mismatch(moved, made) is None
+    assert metadata_mismatch({**made, "seed": 1}, made) == "seed 1 (this run: 0)"
+    assert (
+        metadata_mismatch({**made, "dtype": "bfloat16"}, made)
+        == "--dtype 'bfloat16' (this run: not recorded)"
+    )
 
 
 def _run_args(tmp_path, astronaut, noise_image, clip_dir, out_name="run"):
@@ -273,3 +345,24 @@ def test_manifest_of_eval_run_with_relative_paths_scores_from_another_directory(
     report = json.loads((elsewhere / "rescored" / "report.json").read_text())
     assert report["problems"] == []
     assert [(i["identity"], i["face_detected"]) for i in report["images"]] == [("astronaut", True)] * 2
+
+
+def test_eval_run_refuses_to_mix_in_images_of_other_settings(tmp_path, astronaut, photo_pipeline, capsys):
+    (tmp_path / "ids").mkdir()
+    astronaut.save(tmp_path / "ids" / "astronaut.png")
+    (tmp_path / "prompts.txt").write_text("a portrait of a person\n")
+    out = tmp_path / "run"
+    args = ["eval", "run", "--model", "stand-in", "--identities", str(tmp_path / "ids"), "--prompts",
+            str(tmp_path / "prompts.txt"), "--seeds", "1", "--out", str(out), "--no-clip", "--face-backend",
+            "opencv", "--device", "cpu", "--no-contact-sheet"]  # fmt: skip
+    assert main([*args, "--steps", "2"]) == 0
+    image, report = out / "images" / "astronaut" / "p000_seed0.png", out / "report.json"
+    before = (image.read_bytes(), report.read_bytes())
+    capsys.readouterr()
+
+    assert main([*args, "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "1 image(s) already in" in err and "--steps 2 (this run: 3)" in err and "--overwrite" in err
+    assert "Traceback" not in err and len(photo_pipeline.calls) == 1
+    assert (image.read_bytes(), report.read_bytes()) == before  # the earlier run is untouched
+    # (--overwrite then regenerates: test_images_made_with_other_settings_are_refused_not_mixed_in)

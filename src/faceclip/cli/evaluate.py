@@ -77,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also generate each prompt and seed without identity and report CLIP-I",
     )
     grid.add_argument(
-        "--overwrite", action="store_true", help="regenerate images that already exist in --out"
+        "--overwrite",
+        action="store_true",
+        help="regenerate images that already exist in --out (needed when they were made with other settings)",
     )
     grid.add_argument(
         "--dtype", default="auto", help="pipeline dtype: auto, fp32, bf16, fp16 (default: auto)"
@@ -124,12 +126,15 @@ def run_score(args: argparse.Namespace) -> int:
 def run_grid(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from faceclip.devices import resolve_device, resolve_dtype
     from faceclip.evaluation.manifest import ManifestProblem, write_manifest
     from faceclip.evaluation.parallel import process_state
     from faceclip.evaluation.prompts import load_prompts
     from faceclip.evaluation.run import (
         GenerationSettings,
+        StaleImagesError,
         find_identities,
+        find_stale_images,
         grid_manifest,
         plan_grid,
     )
@@ -140,6 +145,8 @@ def run_grid(args: argparse.Namespace) -> int:
         identities = find_identities(args.identities)
         prompts = load_prompts(args.prompts)
         state = process_state(cpu=True if args.device == "cpu" else None)
+        device = state.device if state.num_processes > 1 else resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
     except (FileNotFoundError, ValueError, ImportError) as err:
         return _fail(err, 2)
     out = Path(args.out)
@@ -153,13 +160,18 @@ def run_grid(args: argparse.Namespace) -> int:
         width=args.width,
         negative_prompt=args.negative_prompt,
     )
+    metadata = {"model": str(args.model), "dtype": str(dtype).removeprefix("torch.")}
+    if not args.overwrite:  # before loading the model: images made with other settings are not mixed in
+        stale = find_stale_images(cells, out, settings, metadata)
+        if stale:
+            return _fail(StaleImagesError(stale, args.out), 2)
     logger.info(
         "grid: %d identities x %d prompts x %d seeds = %d images, %d process(es)",
         len(identities), len(prompts), args.seeds, len(identities) * len(prompts) * args.seeds, state.num_processes,
     )  # fmt: skip
 
     try:
-        results = _generate(args, cells, out, settings, state)
+        results = _generate(args, cells, out, settings, state, device, dtype, metadata)
     except (OSError, ValueError, ImportError) as err:  # WeightsNotFoundError is an OSError
         return _fail(err, 1)
 
@@ -181,6 +193,7 @@ def run_grid(args: argparse.Namespace) -> int:
         "prompts": str(args.prompts),
         "seeds": list(seeds),
         "generation": settings.pipeline_kwargs(),
+        "dtype": metadata["dtype"],
         "processes": state.num_processes,
     }
     return _score_and_report(args, usable, problems, run_settings, state)
@@ -248,17 +261,16 @@ def _summary_line(overall: dict, n_problems: int) -> str:
     return ", ".join(parts)
 
 
-def _generate(args: argparse.Namespace, cells: list, out, settings, state) -> list:
+def _generate(
+    args: argparse.Namespace, cells: list, out, settings, state, device, dtype, metadata: dict
+) -> list:
     """Load the pipeline and generate this process's share of ``cells``; gather every process's results."""
-    from faceclip.devices import resolve_device, resolve_dtype
     from faceclip.evaluation.parallel import distributed_map
     from faceclip.evaluation.run import generate_cells
     from faceclip.pipelines import load_pipeline
 
-    device = state.device if state.num_processes > 1 else resolve_device(args.device)
-    pipe = load_pipeline(args.model, torch_dtype=resolve_dtype(args.dtype, device)).to(device)
+    pipe = load_pipeline(args.model, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    metadata = {"model": str(args.model)}
 
     def generate_share(share: list) -> list:
         return generate_cells(

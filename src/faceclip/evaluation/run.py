@@ -3,12 +3,16 @@
 Images are written as ``images/<identity>/p<prompt>_seed<seed>.png`` (PNG metadata holds the settings) and,
 for CLIP-I, the same prompts and seeds without the identity as ``baselines/p<prompt>_seed<seed>.png``. The work
 unit is a :class:`GridCell` (one identity and prompt, all seeds in one batch), so a grid splits cleanly across
-processes (:func:`faceclip.evaluation.parallel.distributed_map`). Images already on disk are kept, so an
-interrupted run resumes where it stopped.
+processes (:func:`faceclip.evaluation.parallel.distributed_map`). Images already on disk are kept when their
+metadata shows they were made with the same settings (model, prompt, seed, reference photo, steps, guidance, size,
+negative prompt...), so an interrupted run resumes where it stopped; images made with other settings are refused
+(:class:`StaleImagesError`) unless ``overwrite`` regenerates them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,13 +22,30 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from faceclip import __version__
 from faceclip.evaluation.manifest import ManifestEntry
 from faceclip.face import ImageLoadError, NoFaceFoundError
-from faceclip.outputs import save_png
+from faceclip.outputs import read_png_metadata, save_png
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+UNCOMPARED_METADATA = ("reference", "faceclip_version")
+"""Metadata not compared when deciding whether an image on disk can be kept: the reference's path may be spelled
+differently from run to run (its content is compared through ``reference_sha256``), and a new version of this
+package alone does not make an image stale."""
+
+_FLAGS = {
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance-scale",
+    "height": "--height",
+    "width": "--width",
+    "negative_prompt": "--negative-prompt",
+    "model": "--model",
+    "dtype": "--dtype",
+    "reference_sha256": "reference photo (SHA-256)",
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,123 @@ class CellResult:
     cell: GridCell
     paths: list[Path] = field(default_factory=list)
     error: str | None = None
+
+
+class StaleImagesError(ValueError):
+    """Images already in the run folder were made with other settings than the ones asked for now.
+
+    Attributes:
+        stale: ``(path, why)`` for each such image.
+    """
+
+    def __init__(self, stale: Sequence[tuple[Path, str]], out_dir: str | os.PathLike):
+        self.stale = list(stale)
+        path, why = self.stale[0]
+        super().__init__(
+            f"--out: {len(self.stale)} image(s) already in '{out_dir}' were made with other settings than this "
+            f"run, e.g. {path}: {why}. Pass --overwrite to regenerate every image, or choose another --out "
+            "(images made with the same settings are kept, so an interrupted run resumes)."
+        )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (recorded as ``reference_sha256``: which reference photo an image was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def image_metadata(
+    cell: GridCell,
+    seed: int,
+    settings: GenerationSettings,
+    metadata: Mapping[str, object] | None = None,
+    reference_sha256: str | None = None,
+) -> dict:
+    """The PNG metadata of the image of ``cell`` and ``seed``: everything it was made with."""
+    return {
+        **(metadata or {}),
+        "prompt": cell.prompt,
+        "seed": seed,
+        "identity": cell.identity.name if cell.identity else None,
+        "reference": str(cell.identity.reference) if cell.identity else None,
+        "reference_sha256": reference_sha256,
+        **settings.pipeline_kwargs(),
+        "faceclip_version": __version__,
+    }
+
+
+def metadata_mismatch(stored: Mapping[str, object], expected: Mapping[str, object]) -> str | None:
+    """How ``stored`` (an image's metadata) differs from ``expected`` (:func:`image_metadata`), or ``None``.
+
+    Keys in :data:`UNCOMPARED_METADATA` are ignored; a key present on one side only (a setting left at the
+    pipeline's default in one run and set in the other) is a difference.
+    """
+    if not stored:
+        return "it has no faceclip metadata (not made by `faceclip eval run`)"
+    expected = json.loads(json.dumps(dict(expected), default=str))  # as save_png stores it
+    keys = sorted((set(stored) | set(expected)) - set(UNCOMPARED_METADATA))
+    differences = [
+        f"{_FLAGS.get(key, key)} {_shown(stored, key)} (this run: {_shown(expected, key)})"
+        for key in keys
+        if stored.get(key, _MISSING) != expected.get(key, _MISSING)
+    ]
+    return "; ".join(differences) or None
+
+
+_MISSING = object()
+
+
+def _shown(metadata: Mapping[str, object], key: str) -> str:
+    if key in metadata:
+        return repr(metadata[key])
+    return "the pipeline's default" if key in GenerationSettings.__dataclass_fields__ else "not recorded"
+
+
+def find_stale_images(
+    cells: Sequence[GridCell],
+    out_dir: str | os.PathLike,
+    settings: GenerationSettings = GenerationSettings(),
+    metadata: Mapping[str, object] | None = None,
+    hashes: dict[Path, str | None] | None = None,
+) -> list[tuple[Path, str]]:
+    """The images of ``cells`` already in ``out_dir`` that were made with other settings, and how they differ.
+
+    Args:
+        hashes: a cache of reference SHA-256s by path, filled as references are read.
+    """
+    out_dir = Path(out_dir)
+    hashes = {} if hashes is None else hashes
+    stale = []
+    for cell in cells:
+        for seed in cell.seeds:
+            path = cell.image_path(out_dir, seed)
+            if not path.is_file():
+                continue
+            try:
+                stored = read_png_metadata(path)
+            except (OSError, ValueError, SyntaxError):  # not a PNG, truncated, or its metadata is not JSON
+                stale.append((path, "it cannot be read as a PNG"))
+                continue
+            expected = image_metadata(cell, seed, settings, metadata, _reference_hash(cell, hashes))
+            why = metadata_mismatch(stored, expected)
+            if why is not None:
+                stale.append((path, why))
+    return stale
+
+
+def _reference_hash(cell: GridCell, hashes: dict[Path, str | None]) -> str | None:
+    if cell.identity is None:
+        return None
+    reference = cell.identity.reference
+    if reference not in hashes:
+        try:
+            hashes[reference] = file_sha256(reference)
+        except OSError:  # preparing its face fails too, and says why
+            hashes[reference] = None
+    return hashes[reference]
 
 
 def find_identities(folder: str | os.PathLike) -> list[Identity]:
@@ -156,14 +294,24 @@ def generate_cells(
         cells: the work of this process.
         out_dir: the run folder.
         settings: steps, guidance, size and negative prompt.
-        overwrite: regenerate images that already exist.
-        metadata: extra PNG metadata (e.g. the model name).
+        overwrite: regenerate images that already exist. Without it, images already there are kept when their
+            metadata matches this run's (resume), and images made with other settings stop the run before
+            anything is generated.
+        metadata: extra PNG metadata (e.g. the model name and dtype), compared like the settings.
         progress: show a progress bar.
 
     Returns:
         One :class:`CellResult` per cell, in order.
+
+    Raises:
+        StaleImagesError: without ``overwrite``, some images already there were made with other settings.
     """
     out_dir = Path(out_dir)
+    hashes: dict[Path, str | None] = {}
+    if not overwrite:
+        stale = find_stale_images(cells, out_dir, settings, metadata, hashes)
+        if stale:
+            raise StaleImagesError(stale, out_dir)
     faces: dict[Path, object] = {}
     results = []
     for cell in tqdm(cells, desc="generating", unit="cell", disable=not progress):
@@ -187,14 +335,7 @@ def generate_cells(
         ).images
         for (seed, path), image in zip(todo, images, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
-            info = {
-                **(metadata or {}),
-                "prompt": cell.prompt,
-                "seed": seed,
-                "identity": cell.identity.name if cell.identity else None,
-                "reference": str(cell.identity.reference) if cell.identity else None,
-                **settings.pipeline_kwargs(),
-            }
+            info = image_metadata(cell, seed, settings, metadata, _reference_hash(cell, hashes))
             save_png(image, path, info)
         results.append(CellResult(cell, paths))
     return results
