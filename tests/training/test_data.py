@@ -113,3 +113,26 @@ def test_manifest_warnings_name_the_line(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert ManifestDataset(folder, image_size=8, face_size=8)[0] is None
     assert "manifest.jsonl:2:" in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shard_stream_resumes_exactly_with_different_reference_photos(tmp_path, workers):
+    """Batches 2 and 3 of a straight pass equal the first two batches of a stream resumed at batch 2, faces
+    (another photo of the person, remembered from earlier samples) included."""
+    for shard in range(2):
+        samples = [_sample(f"{shard}{i:03d}", i % 3, (40 * i, 20 * shard, 0)) for i in range(6)]
+        write_shard(tmp_path / f"shard-{shard:06d}.tar", samples)
+    config = DataConfig(source=str(tmp_path), batch_size=2, image_size=24, face_size=16, num_workers=workers)
+    straight = list(itertools.islice(build_dataloader(config), 4))
+    resumed = list(itertools.islice(build_dataloader(config, start_batch=2), 2))
+    assert any(not torch.equal(b["face"], straight[0]["face"]) for b in straight[1:])
+    for a, b in zip(straight[2:], resumed):
+        assert a["caption"] == b["caption"] and torch.equal(a["face"], b["face"])
+
+
+def test_shard_stream_resumes_at_an_epoch_boundary(tmp_path):
+    write_shard(tmp_path / "shard-000000.tar", [_sample(f"{i:04d}", i % 2, (40 * i, 0, 0)) for i in range(4)])
+    config = DataConfig(source=str(tmp_path), batch_size=2, image_size=24, face_size=16)
+    straight = list(itertools.islice(build_dataloader(config), 3))
+    resumed = next(iter(build_dataloader(config, start_batch=2)))  # the first epoch is replayed whole
+    assert resumed["caption"] == straight[2]["caption"] and torch.equal(resumed["face"], straight[2]["face"])

@@ -112,3 +112,41 @@ def test_a_batch_with_no_readable_sample_is_skipped_and_counted(tmp_path):
     metrics = fit(task, config)
     assert metrics["steps"] == 2 and metrics["empty_batches"] == 1 and metrics["skipped_samples"] == 2
     assert load_checkpoint(tmp_path / "run").state.samples_seen == 6  # 3 global batches drawn
+
+
+class _FaceModel(_Model):
+    def forward(self, batch: dict) -> StepOutput:
+        return StepOutput(loss=(self.weight * batch["face"].mean(dim=(1, 2, 3))[:, None]).sin().sum())
+
+
+def test_resume_on_shards_with_reference_photos_matches_a_straight_run(tmp_path):
+    """4 steps straight == 2 steps + resume + 2 steps, with shards and data.different_reference_photo."""
+    from PIL import Image
+
+    from faceclip.training.shards import encode_sample, write_shard
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    for shard in range(2):
+        samples = []
+        for i in range(6):
+            colour = (40 * i, 30 * shard, 7 * i)
+            meta = {
+                "identity": i % 3,
+                "detection": {"box": [0, 0, 1, 1], "score": 1.0, "landmarks": [[0, 0]] * 5},
+            }
+            image, face = Image.new("RGB", (8, 8), colour), Image.new("RGB", (8, 8), colour)
+            samples.append(encode_sample(f"{shard}{i:03d}", image, "c", face, meta))
+        write_shard(data / f"shard-{shard:06d}.tar", samples)
+
+    def run(out, steps, resume=None):
+        config = _config(out, steps)
+        config.data.source, config.optim.lr = str(data), 0.5
+        task = _Task()
+        task.model = _FaceModel(set(), None, 2)
+        fit(task, config, resume=resume)
+        return task.model.weight.detach()
+
+    straight = run(tmp_path / "straight", 4)
+    run(tmp_path / "split", 2)
+    assert torch.equal(run(tmp_path / "split", 4, resume=tmp_path / "split"), straight)

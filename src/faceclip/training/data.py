@@ -131,29 +131,34 @@ class ShardStream(IterableDataset):
             g = torch.Generator().manual_seed(self.seed + epoch)
             order = [self.shards[i] for i in torch.randperm(len(self.shards), generator=g).tolist()]
             mine = order[slot::slots] if by_shard else order
-            seen = produced = 0
+            seen = readable = 0  # readable: samples decoded this epoch (replayed or yielded)
             for shard in mine:
                 for raw in iter_raw_samples(shard):
                     seen += 1
                     if not by_shard and (seen - 1) % slots != slot:
                         continue
-                    if to_skip > 0:
-                        to_skip -= 1
-                        continue
+                    # Used before a resume: replayed (image not decoded) only to refill the reference-face memory.
+                    replay = to_skip > 0
                     try:
-                        sample = decode_sample(raw, self.image_size, self.face_size)
+                        sample = decode_sample(raw, self.image_size, self.face_size, image=not replay)
                     except ValueError as err:
-                        skipped += 1
-                        logger.warning("skipping a corrupt sample in %s: %s", shard, err)
+                        if not replay:
+                            skipped += 1
+                            logger.warning("skipping a corrupt sample in %s: %s", shard, err)
+                        continue
+                    readable += 1
+                    if replay:
+                        to_skip -= 1
+                        if self.different_reference_photo and sample["identity"] >= 0:
+                            last_face[sample["identity"]] = sample["face"]
                         continue
                     if self.different_reference_photo and sample["identity"] >= 0:
                         own = sample["face"]
                         sample["face"] = last_face.get(sample["identity"], own)
                         last_face[sample["identity"]] = own
                     sample["_skipped"], skipped = skipped, 0
-                    produced += 1
                     yield sample
-            if produced == 0 and to_skip == 0:
+            if readable == 0:
                 raise NoReadableSampleError(
                     f"data.source: no readable sample in {len(mine)} shard(s) for this process; check the "
                     "shards (the warnings above name the corrupt ones) or re-run `faceclip prepare`."

@@ -117,8 +117,13 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def decode_sample(raw: dict[str, Any], image_size: int, face_size: int) -> dict[str, Any]:
+def decode_sample(
+    raw: dict[str, Any], image_size: int, face_size: int, *, image: bool = True
+) -> dict[str, Any]:
     """Decode one raw shard sample into training tensors.
+
+    ``image=False`` checks the image's header only and leaves ``image`` out (a cheaper pass, used to replay
+    the samples a resumed run skips).
 
     Returns:
         ``image`` (3, S, S) and ``face`` (3, F, F) in [0, 1], ``caption``, ``identity`` (-1 when unknown),
@@ -133,8 +138,9 @@ def decode_sample(raw: dict[str, Any], image_size: int, face_size: int) -> dict[
     if missing:
         raise ValueError(f"sample '{raw.get('__key__')}' lacks {missing}")
     try:
-        image = Image.open(io.BytesIO(raw["jpg"]))
-        image.load()
+        picture = Image.open(io.BytesIO(raw["jpg"]))
+        if image:
+            picture.load()
         face = Image.open(io.BytesIO(raw["face.png"]))
         face.load()
         meta = json.loads(raw["json"])
@@ -142,21 +148,23 @@ def decode_sample(raw: dict[str, Any], image_size: int, face_size: int) -> dict[
         targets = load_tensors(raw["targets.st"]) if "targets.st" in raw else {}
     except Exception as err:
         raise ValueError(f"sample '{raw.get('__key__')}' is corrupt: {type(err).__name__}: {err}") from err
-    image, original_size, crop = _resize_crop(image.convert("RGB"), image_size)
     if face.size != (face_size, face_size):
         face = face.convert("RGB").resize((face_size, face_size), Image.Resampling.BICUBIC)
     identity = meta.get("identity")
-    return {
+    sample = {
         "key": raw.get("__key__"),
-        "image": _to_tensor(image),
         "face": _to_tensor(face),
         "caption": caption,
         "identity": -1 if identity is None else int(identity),
         "has_face": True,
-        "original_size": original_size,
-        "crop_top_left": crop,
         "targets": targets,
     }
+    if image:
+        cropped, sample["original_size"], sample["crop_top_left"] = _resize_crop(
+            picture.convert("RGB"), image_size
+        )
+        sample["image"] = _to_tensor(cropped)
+    return sample
 
 
 def list_shards(folder: str | Path) -> list[Path]:
