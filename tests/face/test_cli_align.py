@@ -145,3 +145,54 @@ def test_missing_insightface_is_a_clear_usage_error(monkeypatch, photos, tmp_pat
     err = capsys.readouterr().err
     assert 'pip install "faceclip[insightface]"' in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_out_holding_the_inputs_is_refused_and_the_photos_are_untouched(photos, astronaut, capsys, given):
+    astronaut.save(photos / "astro.png")  # what `photos/astro.jpg` would be aligned to
+    before = _snapshot(photos)
+    inputs = [str(photos)] if given == "folder" else [str(photos / "astro.jpg")]
+    assert main(["align", *inputs, "--out", str(photos), "--size", "112"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{photos}'" in err and "separate output folder" in err and "Traceback" not in err
+    assert _snapshot(photos) == before
+
+
+def test_an_output_that_leads_onto_an_input_is_skipped(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "astro.png").symlink_to(photos / "astro.jpg")  # writing astro.png would go through to the photo
+    before = (photos / "astro.jpg").read_bytes()
+    assert main(["align", str(photos), "--out", str(out), "--size", "112"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped '{photos / 'astro.jpg'}'" in err and "is an input photo" in err
+    assert "aligned 1 of 2 image(s)" in err and "1 failed" in err
+    assert (photos / "astro.jpg").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["astro.png", "tilted.json", "tilted.png"]
+
+
+def test_out_that_is_a_file_is_a_usage_error(photos, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    assert main(["align", str(photos / "astro.jpg"), "--out", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{afile}' is a file, not a folder" in err and "Traceback" not in err
+    assert afile.read_text() == "keep me"
+    assert main(["align", str(photos / "astro.jpg"), "--out", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output folder" in err and "is a file" in err and "Traceback" not in err
+
+
+def test_a_write_failure_skips_that_input_and_the_batch_goes_on(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "astro.png").mkdir(parents=True)  # the crop of astro.jpg cannot be written there
+    assert main(["align", str(photos), "--out", str(out), "--size", "112"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped '{photos / 'astro.jpg'}': cannot write '{out / 'astro.png'}'" in err
+    assert "aligned 1 of 2 image(s)" in err and "1 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["astro.png", "tilted.json", "tilted.png"]
+    assert list((out / "astro.png").iterdir()) == []

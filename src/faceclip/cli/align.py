@@ -1,8 +1,9 @@
 """`faceclip align`: detect and align the face of each photo onto the ArcFace template.
 
 For each input image ``photo.jpg`` it writes ``OUT/photo.png`` (the aligned crop) and ``OUT/photo.json`` (box,
-score and 5 landmarks in source-image pixels, and the source-to-crop transform). A bad image is reported and
-skipped; the exit code is 1 if any input failed.
+score and 5 landmarks in source-image pixels, and the source-to-crop transform). A bad image, or one whose outputs
+cannot be written, is reported and skipped; the exit code is 1 if any input failed. ``OUT`` must be a folder of its
+own: one that holds input photos is refused, so that a crop never replaces a photo.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from faceclip.outputs import write_text_atomic
@@ -62,13 +65,26 @@ def run(args: argparse.Namespace) -> int:
     if not inputs and not missing:
         print("faceclip align: no image files found in the given folders.", file=sys.stderr)
         return 2
+    problem = check_output_folder(args.out) or check_separate_from_inputs(args.out, args.inputs, inputs)
+    if problem:
+        print(f"faceclip align: {problem}", file=sys.stderr)
+        return 2
     try:
         analyzer = FaceAnalyzer(backend=args.backend)
         _ = analyzer.detector  # load the models now: a broken install fails once, before the batch
     except (FaceModelNotFoundError, ImportError, FileNotFoundError) as error:
         print(f"faceclip align: cannot load the face models: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"faceclip align: cannot create the output folder '{args.out}': {error.strerror or error}; "
+            "choose another with --out DIR.",
+            file=sys.stderr,
+        )
+        return 2
+    protected = {path.resolve() for path in inputs}
 
     for path in missing:
         print(f"faceclip align: skipped '{path}': file not found", file=sys.stderr)
@@ -100,14 +116,86 @@ def run(args: argparse.Namespace) -> int:
             "transform": [[round(float(v), 6) for v in row] for row in aligned.transform],
         }
         stem = stems[path]
-        save_png(aligned.image, args.out / f"{stem}.png", {"faceclip_align": record})
-        write_json(args.out / f"{stem}.json", record)
+        crop_path, json_path = args.out / f"{stem}.png", args.out / f"{stem}.json"
+        clash = [p for p in (crop_path, json_path) if p.resolve() in protected]
+        if clash:  # never write over an input, whatever path led there
+            failed += 1
+            tqdm.write(
+                f"faceclip align: skipped '{path}': its output '{clash[0]}' is an input photo; "
+                "choose another --out DIR.",
+                file=sys.stderr,
+            )
+            continue
+        writing = crop_path
+        try:
+            save_png(aligned.image, crop_path, {"faceclip_align": record})
+            writing = json_path
+            try:
+                write_json(json_path, record)
+            except OSError:
+                crop_path.unlink(missing_ok=True)  # a crop without its geometry is not an output
+                raise
+        except OSError as error:
+            failed += 1
+            tqdm.write(
+                f"faceclip align: skipped '{path}': cannot write '{writing}': {error.strerror or error}",
+                file=sys.stderr,
+            )
+            continue
         done += 1
 
     total = len(inputs) + len(missing)
     summary = f"faceclip align: aligned {done} of {total} image(s) into '{args.out}'"
     print(summary + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_output_folder(out: Path) -> str | None:
+    """Why ``out`` cannot be the output folder (a message naming ``--out``), or ``None`` when it can.
+
+    Nothing is created: an existing folder must accept a file, a missing one must sit under a writable folder.
+    """
+    if out.exists():
+        if not out.is_dir():
+            return f"--out '{out}' is a file, not a folder; choose a folder with --out DIR."
+        try:
+            with tempfile.NamedTemporaryFile(dir=out, prefix=".faceclip-write-test-"):
+                pass
+        except OSError as error:
+            return f"cannot write to the output folder '{out}': {error.strerror or error}; choose another --out DIR."
+        return None
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create the output folder '{out}': '{parent}' is a file; choose another --out DIR."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (
+            f"cannot create the output folder '{out}': '{parent}' is not writable; choose another --out DIR."
+        )
+    return None
+
+
+def check_separate_from_inputs(out: Path, items: list[str], inputs: list[Path]) -> str | None:
+    """Why ``out`` may not receive the crops (it holds input photos), or ``None`` when it is separate.
+
+    Writing the crops among the photos could replace them (``photo.png`` for ``photo.jpg``, or a photo of the
+    folder itself), and a second run would take the crops for photos.
+    """
+    target = out.resolve()
+    for item in items:
+        if Path(item).is_dir() and Path(item).resolve() == target:
+            return (
+                f"--out '{out}' is also an input folder: the crops would be written among the photos and could "
+                "replace them. Choose a separate output folder with --out DIR."
+            )
+    for path in inputs:
+        if path.resolve().parent == target:
+            return (
+                f"--out '{out}' holds the input photo '{path}': the crops would be written among the photos and "
+                "could replace them. Choose a separate output folder with --out DIR."
+            )
+    return None
 
 
 def collect_inputs(items: list[str], extensions: set[str]) -> tuple[list[Path], list[Path]]:
