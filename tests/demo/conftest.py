@@ -24,14 +24,21 @@ def _face(shift: float, size: float) -> DetectedFace:
     )
 
 
+class FakeScheduler:
+    """Named in the metadata, like the pipeline's real scheduler."""
+
+
 class FakePipeline:
     """Records calls; makes a flat image whose colour depends on the generator's seed."""
+
+    dtype = torch.float32
 
     def __init__(self, num_faces: int = 1, fails_with: Exception | None = None):
         self.faces = [_face(shift=60 * i, size=40 - 5 * i) for i in range(num_faces)]  # largest first
         self.face_analyzer = SimpleNamespace(detect=lambda image: list(self.faces))
         self.fails_with = fails_with
         self.calls: list[dict] = []
+        self.scheduler = FakeScheduler()
 
     def prepare_face(self, face_image, face_index=None):
         if not self.faces or (face_index or 0) >= len(self.faces):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import pytest
+
 from conftest import FakePipeline
 
 gr = pytest.importorskip("gradio")
@@ -71,6 +73,9 @@ def test_photo_then_generate(fake_pipe, config, photo_path):
     gallery, files = updates[-1]
     assert len(updates) == 2 and gallery == files and len(files) == 2  # the gallery grows image by image
     assert [read_png_metadata(p)["seed"] for p in files] == [11, 12]
+    meta = read_png_metadata(files[0])
+    assert (meta["face_file"], meta["face_index"]) == ("photo.jpg", 0)
+    assert meta["face_sha256"] == hashlib.sha256(photo_path.read_bytes()).hexdigest()
 
 
 def test_choosing_another_face(config, photo_path):
@@ -81,7 +86,8 @@ def test_choosing_another_face(config, photo_path):
     face, _, _, message, choice = on_photo[0].fn({"path": str(photo_path)})
     assert choice.visible is True and choice.value == "1" and "2 faces found" in message
     face, _, _, message, choice = on_photo[1].fn({"path": str(photo_path)}, "2")
-    assert face.detection is pipe.faces[1] and choice.value == "2" and "using face 2" in message
+    assert face.face.detection is pipe.faces[1] and choice.value == "2" and "using face 2" in message
+    assert face.face_index == 1
 
 
 def test_generate_without_a_face_changes_nothing(fake_pipe, config):

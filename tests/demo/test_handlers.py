@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
-from conftest import FakePipeline
 from PIL import Image
 
+from conftest import FakePipeline
 from faceclip.demo import handlers
 from faceclip.demo.handlers import DemoError, GenerationSettings
 from faceclip.outputs import read_png_metadata
@@ -156,8 +157,8 @@ def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_pat
     seeds = [read_png_metadata(p)["seed"] for p in paths]
     assert seeds == [handlers.MAX_SEED, 0, 1]  # one seed per image, wrapping around
     meta = read_png_metadata(paths[0])
-    assert meta["prompt"] == "a photo" and meta["model"] == "fake" and meta["num_images"] == 1
-    assert (meta["width"], meta["height"], meta["steps"]) == (320, 256, 2)
+    assert meta["prompt"] == "a photo" and meta["model"] == "fake"
+    assert (meta["size"], meta["steps"], meta["guidance"]) == ("256x320", 2, 5.0)
     with Image.open(paths[0]) as image:
         assert image.format == "PNG" and image.size == (320, 256)
     # Each call: one image, its own seeded generator, the prepared face tensor, the user's settings.
@@ -166,6 +167,61 @@ def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_pat
     assert call["guidance_scale"] == 5.0 and call["negative_prompt"] == settings.negative_prompt
     assert [f for f, _ in progress] == pytest.approx([i / 6 for i in range(1, 7)])
     assert progress[-1][1] == "Image 3/3, step 2/2"
+
+
+def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo_path, tmp_path):
+    from faceclip.cli.generate import sha256_file
+
+    preview = handlers.prepare_face(fake_pipe, handlers.read_photo(photo_path), face_index=0)
+    chosen = handlers.choose_face(preview, photo_path, "my photo.jpg")
+    settings = GenerationSettings("a photo", negative_prompt="blurry", num_images=1, steps=3, guidance_scale=4.5,
+                                  seed=42, width=320, height=256)  # fmt: skip
+    [path] = handlers.generate_images(fake_pipe, chosen, settings, tmp_path, model_name="m")
+    assert fake_pipe.calls[0]["face_image"] is preview.face.tensor
+    # The same keys as `faceclip generate` writes, so the image can be made again with it:
+    # faceclip generate --face PHOTO --prompt ... --negative-prompt ... --seed --steps --guidance --size ...
+    assert read_png_metadata(path) == {
+        "prompt": "a photo",
+        "negative_prompt": "blurry",
+        "seed": 42,
+        "steps": 3,
+        "guidance": 4.5,
+        "size": "256x320",
+        "model": "m",
+        "face_file": "my photo.jpg",
+        "face_sha256": sha256_file(photo_path),
+        "face_index": 0,
+        "scheduler": "FakeScheduler",
+        "dtype": "float32",
+        "faceclip_version": handlers.__version__,
+    }
+
+
+def test_requests_in_the_same_second_with_the_same_seed_keep_both_files(fake_pipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(handlers.time, "strftime", lambda fmt: "20260101-120000")  # one and the same second
+    face = fake_pipe.prepare_face(None)
+    first = list(
+        handlers.generate_images(fake_pipe, face, GenerationSettings("one", steps=1, seed=7), tmp_path)
+    )
+    second = list(
+        handlers.generate_images(fake_pipe, face, GenerationSettings("two", steps=1, seed=7), tmp_path)
+    )
+    assert len({*first, *second}) == 4 and sorted(tmp_path.glob("*.png")) == sorted({*first, *second})
+    assert [read_png_metadata(p)["prompt"] for p in first + second] == ["one", "one", "two", "two"]
+    assert all(p.name.startswith("faceclip-20260101-120000-") for p in first + second)
+
+    monkeypatch.setattr(handlers.secrets, "token_hex", lambda n: "abcdef")  # even the same request name
+    again = list(
+        handlers.generate_images(fake_pipe, face, GenerationSettings("3", steps=1, seed=7), tmp_path)
+    )
+    redo = list(handlers.generate_images(fake_pipe, face, GenerationSettings("4", steps=1, seed=7), tmp_path))
+    assert [p.name for p in again + redo] == [
+        "faceclip-20260101-120000-abcdef-seed7.png",
+        "faceclip-20260101-120000-abcdef-seed8.png",
+        "faceclip-20260101-120000-abcdef-seed7-2.png",
+        "faceclip-20260101-120000-abcdef-seed8-2.png",
+    ]
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 def test_generate_images_is_reproducible_per_seed(fake_pipe, photo_path, tmp_path):
@@ -182,3 +238,35 @@ def test_generate_images_is_reproducible_per_seed(fake_pipe, photo_path, tmp_pat
     )
     with Image.open(first[1]) as a, Image.open(again[0]) as b:
         assert a.getpixel((0, 0)) == b.getpixel((0, 0))
+
+
+@pytest.mark.slow
+def test_a_demo_image_is_made_again_by_faceclip_generate_from_its_metadata(tmp_path):
+    # The demo's claim: every image can be reproduced from its metadata. With tiny-random on the CPU, the
+    # command `faceclip generate` built from a demo PNG's metadata gives the same pixels and the same metadata.
+    import numpy as np
+
+    from faceclip.cli import main
+    from faceclip.pipelines import load_pipeline
+
+    photo = Path(__file__).parents[1] / "data" / "faces" / "astronaut.png"
+    pipe = load_pipeline("tiny-random").to("cpu")
+    pipe.set_progress_bar_config(disable=True)
+    preview = handlers.prepare_face(pipe, handlers.read_photo(photo))
+    settings = GenerationSettings("a photo of a person", negative_prompt="blurry", num_images=2, steps=2,
+                                  guidance_scale=4.0, seed=3, width=64, height=96)  # fmt: skip
+    chosen = handlers.choose_face(preview, photo, photo.name)
+    other_png, demo_png = handlers.generate_images(
+        pipe, chosen, settings, tmp_path / "demo", model_name="tiny-random"
+    )
+    meta = read_png_metadata(demo_png)
+
+    command = ["generate", "--face", str(photo), "--prompt", meta["prompt"], "--negative-prompt",
+               meta["negative_prompt"], "--seed", str(meta["seed"]), "--steps", str(meta["steps"]), "--guidance",
+               str(meta["guidance"]), "--size", meta["size"], "--model", meta["model"], "--face-index",
+               str(meta["face_index"]), "--device", "cpu", "--dtype", "fp32", "--out", str(tmp_path / "cli")]  # fmt: skip
+    assert main(command) == 0
+    [cli_png] = (tmp_path / "cli").glob("00-00-seed*.png")
+    assert read_png_metadata(cli_png) == meta
+    demo, cli, other = (np.asarray(Image.open(p), dtype=np.int16) for p in (demo_png, cli_png, other_png))
+    assert np.abs(demo - cli).max() <= 1 and np.abs(demo - other).max() > 10  # same seed alike, others not

@@ -118,6 +118,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
         try:
             face_index = int(choice) - 1 if choice else None
             preview = handlers.prepare_face(pipe, handlers.read_photo(path), face_index=face_index)
+            chosen = handlers.choose_face(preview, path, _payload_name(payload))  # photo's name and SHA-256
         except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
             logger.info("photo refused: %s", error)
             gr.Warning(str(error), title="Cannot use this photo")
@@ -133,7 +134,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
         face_choice = gr.Radio(
             choices=choices, value=choices[preview.face_index], visible=preview.num_faces > 1
         )
-        return preview.face, preview.annotated, preview.aligned, preview.message, face_choice
+        return chosen, preview.annotated, preview.aligned, preview.message, face_choice
 
     def on_generate(
         face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress=progress_tracker
@@ -331,6 +332,11 @@ def launch_demo(
         css=_CSS,
     )
     return local_url
+
+
+def _payload_name(payload: Any) -> str | None:
+    """The uploaded file's name on the user's machine, when Gradio sent it."""
+    return payload.get("orig_name") if isinstance(payload, dict) else None
 
 
 def _payload_path(payload: Any) -> str | None:

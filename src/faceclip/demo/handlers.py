@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +82,32 @@ class FacePreview:
     message: str
     num_faces: int = 1
     face_index: int = 0
+
+
+@dataclass(frozen=True)
+class ChosenFace:
+    """A prepared face and the photo it came from, recorded in each PNG so the image can be reproduced.
+
+    Attributes:
+        face: the pipeline's ``PreparedFace`` (``FacePreview.face``).
+        file_name: the photo's file name as uploaded (``face_file`` in the metadata).
+        sha256: SHA-256 of the photo file (``face_sha256``), as ``faceclip generate`` records it.
+        face_index: which face of the photo, largest first (``face_index``; ``faceclip generate --face-index``).
+    """
+
+    face: Any
+    file_name: str | None = None
+    sha256: str | None = None
+    face_index: int | None = None
+
+
+def choose_face(preview: FacePreview, path: str | os.PathLike, file_name: str | None = None) -> ChosenFace:
+    """The face of ``preview`` with the facts about its photo file (``path``) that the metadata records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return ChosenFace(preview.face, file_name or Path(path).name, digest.hexdigest(), preview.face_index)
 
 
 @dataclass(frozen=True)
@@ -254,11 +282,16 @@ def generate_images(
     """Generate ``settings.num_images`` images one by one and save each as a PNG carrying its settings.
 
     Image ``i`` uses seed ``settings.seed + i`` (wrapping at :data:`MAX_SEED`), so any single image can be
-    reproduced from its own metadata with one image per prompt.
+    reproduced from its own metadata with one image per prompt. The metadata has the keys ``faceclip generate``
+    writes (prompt, negative_prompt, seed, steps, guidance, size as ``HxW``, model, face_file, face_sha256,
+    face_index, scheduler, dtype, faceclip_version). Files are named
+    ``faceclip-<date>-<time>-<request>-seed<seed>.png``, ``<request>`` being random per call, so no two requests
+    overwrite each other's files.
 
     Args:
         pipe: the loaded pipeline.
-        face: the prepared face from :func:`prepare_face` (``FacePreview.face``).
+        face: a :class:`ChosenFace` (from :func:`choose_face`), or the bare prepared face from
+            :func:`prepare_face` (``FacePreview.face``; then the photo is not recorded).
         settings: validated settings (see :meth:`GenerationSettings.validate`).
         output_dir: where the PNG files go (created if missing).
         model_name: recorded in the metadata.
@@ -267,10 +300,13 @@ def generate_images(
     Yields:
         The path of each saved PNG, as soon as it is written.
     """
+    chosen = face if isinstance(face, ChosenFace) else ChosenFace(face)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     total = settings.num_images * settings.steps
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    prefix = f"faceclip-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    scheduler = getattr(pipe, "scheduler", None)
+    dtype = getattr(pipe, "dtype", None)
     for index in range(settings.num_images):
         seed = (settings.seed + index) % (MAX_SEED + 1)
 
@@ -284,7 +320,7 @@ def generate_images(
 
         started = time.perf_counter()
         result = pipe(
-            face_image=face.tensor,
+            face_image=chosen.face.tensor,
             prompt=settings.prompt,
             negative_prompt=settings.negative_prompt,
             num_images_per_prompt=1,
@@ -304,11 +340,28 @@ def generate_images(
             seed,
             time.perf_counter() - started,
         )
-        metadata = {
-            **asdict(settings),
+        metadata = {  # the keys of `faceclip generate`, so both tools' images read (and reproduce) alike
+            "prompt": settings.prompt,
+            "negative_prompt": settings.negative_prompt,
             "seed": seed,
-            "num_images": 1,
+            "steps": settings.steps,
+            "guidance": settings.guidance_scale,
+            "size": f"{settings.height}x{settings.width}",
             "model": model_name,
+            "face_file": chosen.file_name,
+            "face_sha256": chosen.sha256,
+            "face_index": chosen.face_index,
+            "scheduler": type(scheduler).__name__ if scheduler is not None else None,
+            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
             "faceclip_version": __version__,
         }
-        yield save_png(image, output_dir / f"faceclip-{stamp}-{seed}.png", metadata)
+        yield save_png(image, _unused_path(output_dir, f"{prefix}-seed{seed}"), metadata)
+
+
+def _unused_path(folder: Path, stem: str) -> Path:
+    """``folder/stem.png``, or ``folder/stem-2.png``, ... if that name is taken (never overwrite a result)."""
+    path, number = folder / f"{stem}.png", 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.png"
+    return path
