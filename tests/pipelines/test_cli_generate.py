@@ -97,6 +97,17 @@ def test_no_face_found(tmp_path, capsys):
     assert not list(tmp_path.glob("*.png.tmp"))
 
 
+def test_thin_face_photo_is_no_face_not_a_crash(tmp_path, capsys):
+    """On a 2000 x 30 photo YuNet used to report a score-1.0 face far outside it, and OpenCV then crashed."""
+    photo = tmp_path / "wide.png"
+    Image.new("RGB", (2000, 30)).save(photo)
+    code, err = run(
+        capsys, "--face", str(photo), "--prompt", "a", "--model", "tiny-random", "--out", str(tmp_path / "o")
+    )
+    assert code == 1
+    assert "No face found in" in err and "wide.png" in err and "Traceback" not in err
+
+
 def test_unwritable_output_folder(tmp_path, capsys, face_photo):
     blocker = tmp_path / "file.txt"
     blocker.write_text("")

@@ -49,7 +49,8 @@ class FaceAnalyzer:
         backend: ``"opencv"`` (YuNet + SFace bundled with the install, offline), ``"insightface"`` (needs the
             ``insightface`` package and its model pack), or ``"auto"`` (insightface when both are present,
             otherwise opencv).
-        min_score: detections below this confidence are ignored.
+        min_score: detections below this confidence are ignored (it is also the detector's own threshold, so
+            any value in [0, 1] works).
         max_side: photos are detected at most this many pixels on their longer side.
         upscale_retry: when nothing is found, retry once on a 2x upscaled copy (small faces).
         retry_angles: when still nothing is found, retry on copies turned by these angles in degrees
@@ -103,7 +104,9 @@ class FaceAnalyzer:
     def detector(self) -> FaceDetector:
         """The detector (loaded on first use)."""
         if self._detector is None:
-            self._detector = create_detector(self.backend, **self._backend_kwargs)
+            self._detector = create_detector(
+                self.backend, score_threshold=self.min_score, **self._backend_kwargs
+            )
         return self._detector
 
     @property

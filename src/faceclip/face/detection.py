@@ -29,6 +29,28 @@ class FaceDetector(Protocol):
         ...
 
 
+MIN_INPUT_SIDE = 64
+"""YuNet's input is padded (black, bottom and right) to at least this many pixels on each side: on a thinner
+input (e.g. 640 x 10) OpenCV's YuNet returns a 'face' with score 1.0 and an infinite or NaN box."""
+
+
+def plausible(face: DetectedFace, width: int, height: int) -> bool:
+    """Whether ``face`` can be a real detection in a ``width`` x ``height`` image.
+
+    False for non-finite numbers, an empty box, a box centre outside the image, or a box corner or landmark more
+    than one image size away from it (what detectors return on degenerate inputs).
+    """
+    points = np.concatenate([np.asarray(face.box, dtype=np.float64).reshape(2, 2), face.landmarks])
+    if not (np.isfinite(points).all() and np.isfinite(face.score)):
+        return False
+    (x0, y0), (x1, y1) = points[0], points[1]
+    if not (x1 > x0 and y1 > y0 and 0 <= (x0 + x1) / 2 <= width and 0 <= (y0 + y1) / 2 <= height):
+        return False
+    margin = max(width, height)
+    low, high = np.array([-margin, -margin]), np.array([width + margin, height + margin])
+    return bool(((points >= low) & (points <= high)).all())
+
+
 class YuNetDetector:
     """OpenCV Zoo's YuNet face detector (offline, bundled).
 
@@ -58,20 +80,28 @@ class YuNetDetector:
         """Detect faces in an RGB PIL image at its own resolution (the caller picks the scale).
 
         Returns:
-            Faces with boxes and landmarks in ``image`` pixels, in the detector's order.
+            Faces with boxes and landmarks in ``image`` pixels, in the detector's order; implausible
+            detections (see :func:`plausible`) are dropped.
         """
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        height, width = bgr.shape[:2]
+        if height < MIN_INPUT_SIDE or width < MIN_INPUT_SIDE:
+            bottom, right = max(0, MIN_INPUT_SIDE - height), max(0, MIN_INPUT_SIDE - width)
+            bgr = cv2.copyMakeBorder(bgr, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         with self._lock:
             self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
             _, rows = self._net.detect(bgr)
         if rows is None:
             return []
         faces = []
-        for row in rows:
-            x, y, w, h = row[:4].astype(np.float32)
+        for row in rows.astype(np.float64):
+            x, y, w, h = row[:4]
             landmarks = row[4:14].reshape(5, 2).astype(np.float32)
-            box = np.array([x, y, x + w, y + h], dtype=np.float32)
-            faces.append(DetectedFace(box=box, score=float(row[14]), landmarks=landmarks))
+            with np.errstate(invalid="ignore", over="ignore"):
+                box = np.array([x, y, x + w, y + h], dtype=np.float32)
+            face = DetectedFace(box=box, score=float(row[14]), landmarks=landmarks)
+            if plausible(face, width, height):
+                faces.append(face)
         return faces
 
 

@@ -7,6 +7,7 @@ Imported only when asked for; without ``insightface`` installed everything else 
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image
 from faceclip.face.types import DetectedFace
 
 _INSTALL_HINT = 'pip install "faceclip[insightface]"'
+_DETECT_LOCK = threading.Lock()
 
 
 def model_pack_dir(model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> Path:
@@ -53,23 +55,40 @@ def _load_face_analysis(model_name: str, folder: str):
 
 
 class InsightFaceDetector:
-    """SCRFD detector of an insightface model pack."""
+    """SCRFD detector of an insightface model pack.
+
+    Args:
+        model_name: the pack (``"buffalo_l"`` or ``"antelopev2"``).
+        root: insightface model root (default ``~/.insightface``).
+        score_threshold: minimum confidence of a returned face (SCRFD's ``det_thresh``).
+    """
 
     name = "scrfd"
 
-    def __init__(self, model_name: str = "buffalo_l", root: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str = "buffalo_l",
+        root: str | os.PathLike | None = None,
+        score_threshold: float = 0.5,
+    ) -> None:
         self._model = _face_analysis(model_name, root).det_model
+        self.score_threshold = score_threshold
 
     def __call__(self, image: Image.Image) -> list[DetectedFace]:
-        """Detect faces in an RGB PIL image; coordinates in its pixels."""
+        """Detect faces in an RGB PIL image; coordinates in its pixels (implausible detections dropped)."""
+        from faceclip.face.detection import plausible
+
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        boxes, keypoints = self._model.detect(bgr, max_num=0, metric="default")
-        return [
+        with _DETECT_LOCK:  # the model is shared between detectors, and its threshold is an attribute
+            self._model.det_thresh = self.score_threshold
+            boxes, keypoints = self._model.detect(bgr, max_num=0, metric="default")
+        faces = [
             DetectedFace(
                 box=box[:4].astype(np.float32), score=float(box[4]), landmarks=kps.astype(np.float32)
             )
             for box, kps in zip(boxes, keypoints)
         ]
+        return [face for face in faces if plausible(face, image.width, image.height)]
 
 
 class InsightFaceRecognizer:
