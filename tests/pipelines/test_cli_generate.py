@@ -19,7 +19,7 @@ def run(capsys, *args: str) -> tuple[int, str]:
 
 def test_tiny_random_end_to_end(tmp_path, capsys, face_photo):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a person on the moon\n\n")
+    prompts.write_text("\ufeffa person on the moon\n\n  # a comment, not a prompt\n", encoding="utf-8")
     out = tmp_path / "out"
     code, err = run(
         capsys,
@@ -136,6 +136,11 @@ def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
         (["--size", "big"], "HEIGHTxWIDTH"),
         (["-n", "0"], "at least 1"),
         (["--prompt", "  "], "no prompt"),
+        (["--steps", "0"], "--steps must be at least 1; got --steps 0"),
+        (["--steps", "-3"], "--steps must be at least 1"),
+        (["--seed", "99999999999999999999999"], f"--seed must be from 0 to {2**64 - 1}"),
+        (["--seed", "-1"], "--seed must be from 0"),
+        (["--seed", str(2**64 - 1), "-n", "2"], f"--seed must be from 0 to {2**64 - 2} with -n 2"),
     ],
 )
 def test_bad_arguments(tmp_path, capsys, face_photo, args, message):
@@ -144,6 +149,24 @@ def test_bad_arguments(tmp_path, capsys, face_photo, args, message):
         base += ["--prompt", "a"]
     code, err = run(capsys, *base, *args)
     assert code != 0 and message in err
+
+
+def test_largest_seed_is_accepted(tmp_path, capsys, face_photo):
+    args = ["--face", str(face_photo), "--prompt", "a", "--steps", "1", "--size", "32x32"]
+    code, err = run(capsys, *args, "--model", "tiny-random", "--seed", str(2**64 - 1), "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / f"00-00-seed{2**64 - 1}.png").exists()
+
+
+def test_prompts_file_of_comments_only_is_no_prompt(tmp_path, capsys, face_photo):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# portraits\n\n# none yet\n", encoding="utf-8")
+    code, err = run(
+        capsys, "--face", str(face_photo), "--prompts-file", str(prompts), "--model", "tiny-random",
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1 and "no prompt given" in err and "'#'" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ from faceclip.cli._options import RELEASED_MODEL, add_device_options
 
 logger = logging.getLogger(__name__)
 
+MAX_SEED = 2**64 - 1
+"""Largest seed ``torch.Generator.manual_seed`` takes (image ``k`` uses ``--seed + k``, which must fit too)."""
 TINY_DEFAULTS = {"steps": 4, "size": (128, 96)}
 """``--model tiny-random`` defaults: its output is noise, so it is kept small and fast."""
 
@@ -39,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeat for several)"
     )
-    parser.add_argument("--prompts-file", type=Path, metavar="F", help="a text file with one prompt per line")
+    parser.add_argument(
+        "--prompts-file",
+        type=Path,
+        metavar="F",
+        help="a UTF-8 text file with one prompt per line; blank lines and lines starting with '#' are skipped",
+    )
     parser.add_argument(
         "--negative-prompt", metavar="TEXT", help="default: the released model's negative prompt"
     )
@@ -47,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-n", "--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)"
     )
     parser.add_argument(
-        "--seed", type=int, metavar="S", help="seed of the first image of each prompt (default: random)"
+        "--seed",
+        type=int,
+        metavar="S",
+        help=f"seed of the first image of each prompt, 0 to {MAX_SEED} (default: random)",
     )
     parser.add_argument("--steps", type=int, help="denoising steps (default: 50; 4 for tiny-random)")
     parser.add_argument(
@@ -100,11 +110,10 @@ def _generate(args: argparse.Namespace) -> int:
     from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, TINY_RANDOM
 
     tiny = args.model == TINY_RANDOM
+    check_counts(args.num_images, args.steps, args.seed)
     prompts = read_prompts(args.prompt, args.prompts_file)
     height, width = parse_size(args.size) if args.size else TINY_DEFAULTS["size"] if tiny else (1152, 864)
-    steps = args.steps or (TINY_DEFAULTS["steps"] if tiny else 50)
-    if args.num_images < 1 or steps < 1:
-        raise UserError(f"-n and --steps must be at least 1; got -n {args.num_images}, --steps {steps}.")
+    steps = args.steps if args.steps is not None else TINY_DEFAULTS["steps"] if tiny else 50
     check_writable(args.out)
     try:
         device = resolve_device(args.device)
@@ -168,18 +177,40 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_counts(num_images: int, steps: int | None, seed: int | None) -> None:
+    """Check ``-n``, ``--steps`` and ``--seed`` before anything is loaded."""
+    if num_images < 1:
+        raise UserError(f"-n must be at least 1; got -n {num_images}.")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be at least 1; got --steps {steps}.")
+    if seed is not None and not 0 <= seed <= MAX_SEED - (num_images - 1):
+        raise UserError(
+            f"--seed must be from 0 to {MAX_SEED - (num_images - 1)} with -n {num_images} (image k uses "
+            f"seed + k, at most {MAX_SEED}); got --seed {seed}."
+        )
+
+
 def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
-    """``--prompt`` values then the non-empty lines of ``--prompts-file``."""
+    """``--prompt`` values then the lines of ``--prompts-file``, less blank lines and ``#`` comments.
+
+    The file is read as UTF-8; a byte-order mark (as some editors write) is not part of the first prompt.
+    """
     out = [p.strip() for p in prompts if p.strip()]
     if prompts_file is not None:
         try:
+            text = prompts_file.read_text(encoding="utf-8-sig")
             out += [
-                line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
             ]
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"cannot read --prompts-file {prompts_file}: {error}") from None
     if not out:
-        raise UserError("no prompt given; pass --prompt TEXT (repeatable) or --prompts-file F.")
+        raise UserError(
+            "no prompt given; pass --prompt TEXT (repeatable) or --prompts-file F "
+            "(one prompt per line; blank lines and lines starting with '#' are skipped)."
+        )
     return out
 
 
