@@ -115,11 +115,22 @@ def test_arrays_of_every_supported_kind(array):
         (np.zeros((2, 5, 6, 3), dtype=np.uint8), "shape"),
         (np.zeros((5, 6, 3), dtype=np.complex64), "dtype complex64"),
         (np.full((5, 6), np.nan), "NaN"),
+        (
+            np.full((5, 6, 3), 200.0),
+            r"from 200 to 200; float arrays must be in \[0, 1\]: divide 0-255 data by 255",
+        ),
+        (np.linspace(0, 255, 30, dtype=np.float32).reshape(5, 6), r"float32 with values from 0 to 255"),
+        (np.full((5, 6), -0.5), r"from -0.5 to -0.5"),
     ],
 )
 def test_bad_arrays_are_explained(array, message):
     with pytest.raises(ImageLoadError, match=message):
         load_image(array)
+
+
+def test_float_arrays_at_the_ends_of_the_unit_range_are_read():
+    array = np.array([[0.0, 1.0, 1.0 + 1e-6, -1e-6]], dtype=np.float32)  # rounding noise past 0 and 1
+    np.testing.assert_array_equal(np.asarray(load_image(array))[0, :, 0], [0, 255, 255, 0])
 
 
 def test_wrong_type_names_the_argument():

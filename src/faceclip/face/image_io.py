@@ -17,6 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Pillow's default limit (about 89.5 megapixels, e.g. 9458 x 9458): larger images are refused, not decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+FLOAT_TOLERANCE = 0.5 / 255
+"""How far outside [0, 1] a float array may stray (rounding) and still be read: half an 8-bit step."""
+
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
 
@@ -29,7 +32,8 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
     Args:
         source: a path to any file Pillow reads, a PIL image, or a numpy array (H, W), (H, W, 1), (H, W, 3) or
-            (H, W, 4) in RGB(A) channel order; uint8, uint16, bool, or float in [0, 1].
+            (H, W, 4) in RGB(A) channel order; uint8, uint16, bool, or float in [0, 1] (a float array beyond
+            that range is refused, not clipped).
         max_pixels: refuse images with more pixels than this (decompression-bomb guard); ``None`` disables it.
 
     Returns:
@@ -37,7 +41,7 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
     Raises:
         ImageLoadError: the file is missing, not an image, truncated or too large, or the array has an
-            unsupported shape or dtype.
+            unsupported shape or dtype, or float values outside [0, 1].
     """
     if isinstance(source, Image.Image):
         name = f"'{source.filename}'" if getattr(source, "filename", "") else "the PIL image"
@@ -99,7 +103,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "F":  # 32-bit float pixels: 0-1, 0-255 or 0-65535 depending on the writer
         array = np.asarray(image, dtype=np.float64)
         peak = max(float(array.max(initial=0.0)), 1.0)
-        return array_to_image(array / (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0))
+        scaled = array / (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0)
+        return array_to_image(np.clip(scaled, 0.0, 1.0))  # a file's stray negatives are clipped, as before
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         return array_to_image(np.asarray(image))
     if image.mode == "P" or image.mode == "PA":
@@ -135,6 +140,12 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageLoadError("The image array contains NaN or infinite values.")
+        low, high = float(array.min()), float(array.max())
+        if low < -FLOAT_TOLERANCE or high > 1.0 + FLOAT_TOLERANCE:  # not clipped: 0-255 data would turn white
+            raise ImageLoadError(
+                f"The image array is {array.dtype} with values from {low:g} to {high:g}; float arrays must be "
+                "in [0, 1]: divide 0-255 data by 255 (or pass it as uint8)."
+            )
         return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
     if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
         return (array.astype(np.uint32) // 257).astype(np.uint8)
