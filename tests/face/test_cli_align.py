@@ -80,7 +80,7 @@ def _write_bad_input(kind: str, folder, astronaut) -> str:
     return {
         "corrupt": "corrupt",
         "truncated": "truncated",
-        "bomb": "decompression bombs",
+        "bomb": "decompression bombs). Downscale it first (from Python,",
         "no-face": "No face",
     }[kind]
 
@@ -104,7 +104,7 @@ def test_each_bad_input_is_reported_and_nothing_is_written(tmp_path, astronaut, 
 def test_face_index_beyond_faces_found(photos, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["align", str(photos / "astro.jpg"), "--out", str(out), "--face-index", "3"]) == 1
-    assert "`face_index`=3 but only 1 face(s)" in capsys.readouterr().err
+    assert "Face index 3 is out of range: only 1 face(s)" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
@@ -144,6 +144,7 @@ def test_missing_insightface_is_a_clear_usage_error(monkeypatch, photos, tmp_pat
     assert main(["align", str(photos), "--out", str(out), "--backend", "insightface"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "faceclip[insightface]"' in err and "Traceback" not in err
+    assert "'opencv' face backend" in err and "backend='opencv'" not in err  # no Python spelling on the CLI
     assert not out.exists()
 
 

@@ -38,7 +38,9 @@ def test_face_index_picks_the_face(analyzer, two_faces, face_index, right_side):
 
 
 def test_face_index_out_of_range_names_the_choices(analyzer, two_faces):
-    with pytest.raises(NoFaceFoundError, match=r"`face_index`=2 but only 2 face\(s\).*from 0 to 1"):
+    with pytest.raises(
+        NoFaceFoundError, match=r"Face index 2 is out of range: only 2 face\(s\).*from 0 to 1"
+    ):
         analyzer.align(two_faces, face_index=2)
 
 
@@ -89,6 +91,21 @@ def test_insightface_missing_says_what_to_install(monkeypatch):
     analyzer = FaceAnalyzer(backend="insightface")
     with pytest.raises(ImportError, match=r'pip install "faceclip\[insightface\]"'):
         analyzer.detect(np.zeros((32, 32, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_insightface_messages_fit_python_and_the_command_line(monkeypatch, tmp_path, installed):
+    """The advice names the 'opencv' backend, not the Python spelling `backend='opencv'` (no such CLI option)."""
+    from faceclip.face.insightface_backend import _load_face_analysis
+
+    package, app = types.ModuleType("insightface"), types.ModuleType("insightface.app")
+    app.FaceAnalysis = object
+    monkeypatch.setitem(sys.modules, "insightface", package if installed else None)
+    monkeypatch.setitem(sys.modules, "insightface.app", app if installed else None)
+    with pytest.raises(FileNotFoundError if installed else ImportError) as caught:
+        _load_face_analysis("buffalo_l", str(tmp_path / "missing" / "models" / "buffalo_l"))
+    message = str(caught.value)
+    assert "'opencv' face backend" in message and "backend='opencv'" not in message
 
 
 def test_insightface_backend_adapter(monkeypatch, tmp_path, astronaut):

@@ -256,8 +256,8 @@ class FaceAnalyzer:
         index = 0 if face_index is None else face_index
         if not -len(faces) <= index < len(faces):
             raise NoFaceFoundError(
-                f"`face_index`={face_index} but only {len(faces)} face(s) were found in {name}: "
-                f"use a value from 0 to {len(faces) - 1} (faces are ordered largest first)."
+                f"Face index {face_index} is out of range: only {len(faces)} face(s) were found in {name}; "
+                f"use a face index from 0 to {len(faces) - 1} (faces are ordered largest first)."
             )
         return faces[index]
 

@@ -65,7 +65,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
     if max_pixels is not None and width * height > max_pixels:
         raise ImageLoadError(
             f"{name} is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels} "
-            "(a guard against decompression bombs). Downscale it first, or pass a larger `max_pixels`."
+            "(a guard against decompression bombs). Downscale it first (from Python, a trusted file can also be "
+            "read with a larger `max_pixels`)."
         )
 
 

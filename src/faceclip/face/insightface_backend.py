@@ -38,14 +38,14 @@ def _load_face_analysis(model_name: str, folder: str):
     except ImportError as error:
         raise ImportError(
             f"The insightface face backend needs the `insightface` package: {_INSTALL_HINT}. "
-            "Or use backend='opencv', which works offline with the bundled models."
+            "Or choose the 'opencv' face backend, which works offline with the bundled models."
         ) from error
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"insightface model pack {model_name!r} not found at '{folder}'. Download and unpack it there "
-            "(see the insightface model zoo), pass `insightface_root`, or use backend='opencv'. "
-            "(faceclip never lets insightface download packs on its own.)"
+            "(see the insightface model zoo; from Python, `insightface_root` names another model root), or "
+            "choose the 'opencv' face backend. (faceclip never lets insightface download packs on its own.)"
         )
     app = FaceAnalysis(
         name=model_name, root=str(folder.parent.parent), allowed_modules=["detection", "recognition"]
