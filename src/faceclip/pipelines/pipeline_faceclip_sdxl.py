@@ -114,6 +114,48 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             )
         return cls(**load_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **kwargs))
 
+    def load_lora_weights(
+        self,
+        path_or_dir: str | os.PathLike,
+        adapter_name: str | None = None,
+        weight_name: str = "pytorch_lora_weights.safetensors",
+    ) -> str:
+        """Load a UNet LoRA (e.g. ``final/lora/`` of ``faceclip train stage2`` with ``model.lora.enabled``).
+
+        The file is diffusers' SDXL LoRA format: ``unet.``-prefixed weights and, in the safetensors header, the
+        adapter's rank and alpha (so the training-time scale ``alpha / rank`` is kept). It is added to
+        ``self.unet`` through ``unet.load_lora_adapter`` and is active afterwards.
+
+        Args:
+            path_or_dir: the LoRA file, a folder holding ``weight_name``, or a hub repo id.
+            adapter_name: name of the new adapter (``None``: ``default_0``, ``default_1``, ...).
+            weight_name: the file inside ``path_or_dir`` when it is a folder or a repo.
+
+        Returns:
+            The adapter's name.
+
+        Raises:
+            FileNotFoundError: a local path that does not exist.
+            ValueError: the file holds no ``unet.`` LoRA weights.
+        """
+        path = os.fspath(path_or_dir)
+        if os.path.isfile(path):
+            path, weight_name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+        elif not os.path.isdir(path):
+            owner, _, name = path.partition("/")
+            if os.path.isabs(path) or owner.startswith(".") or not name or "/" in name:  # not a hub repo id
+                raise FileNotFoundError(f"load_lora_weights: '{path}' is neither a LoRA file nor a folder.")
+        before = set(getattr(self.unet, "peft_config", {}) or {})
+        self.unet.load_lora_adapter(path, prefix="unet", adapter_name=adapter_name, weight_name=weight_name)
+        added = sorted(set(getattr(self.unet, "peft_config", {}) or {}) - before)
+        if not added:
+            raise ValueError(
+                f"load_lora_weights: '{os.path.join(path, weight_name)}' holds no UNet LoRA weights (keys starting "
+                "with 'unet.'); save LoRAs with faceclip.training.stage2.save_unet_lora or diffusers' "
+                "StableDiffusionXLPipeline.save_lora_weights."
+            )
+        return added[0]
+
     # ------------------------------------------------------------------ face
 
     @property

@@ -6,6 +6,10 @@ learns the usual noise-prediction objective with SDXL's size/crop micro-conditio
 ``condition_dropout`` a sample's condition is dropped (black face, no-face flag, empty prompt), which is what
 classifier-free guidance needs at inference. All randomness (noise, timestep, dropout, VAE sampling) is drawn
 per sample from its position in the data stream, so results do not depend on the number of processes.
+
+With ``model.lora`` the run saves ``final/lora/pytorch_lora_weights.safetensors`` (:func:`save_unet_lora`,
+diffusers' SDXL LoRA format with the adapter's rank and alpha in the header); load it with
+``FaceCLIPStableDiffusionXLPipeline.load_lora_weights("final/lora")``.
 """
 
 from __future__ import annotations
@@ -267,22 +271,44 @@ class Stage2Task:
         return {"loss": loss}
 
     def save_final(self, folder: Path) -> None:
-        """``folder/unet`` (EMA weights when enabled; full fine-tune) or ``folder/lora`` (LoRA), and
-        ``folder/faceclip_encoder`` when the encoder was trained."""
+        """``folder/unet`` (EMA weights when enabled; full fine-tune) or ``folder/lora`` (LoRA, see
+        :func:`save_unet_lora`), and ``folder/faceclip_encoder`` when the encoder was trained."""
         unet = self.model.unet
         if self.ema is not None:
             live = {k: p.detach().clone() for k, p in self._trainable()}
             self.model.load_state_dict(self.ema.shadow, strict=False)
         if self.config.model.lora.enabled:
-            from peft.utils import get_peft_model_state_dict
-            from safetensors.torch import save_file
-
-            (folder / "lora").mkdir(parents=True, exist_ok=True)
-            state = {k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-            save_file(state, folder / "lora" / "unet_lora.safetensors")
+            save_unet_lora(unet, folder / "lora")
         else:
             unet.save_pretrained(folder / "unet")
         if self.config.model.train_encoder:
             self.model.encoder.save_pretrained(folder / "faceclip_encoder")
         if self.ema is not None:
             self.model.load_state_dict(live, strict=False)
+
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def save_unet_lora(unet: nn.Module, folder: Path) -> Path:
+    """Save the UNet's LoRA adapter as diffusers' SDXL LoRA loaders read it; returns the file.
+
+    ``folder/pytorch_lora_weights.safetensors`` holds the adapter weights under ``unet.``-prefixed keys and, in
+    the safetensors header (``lora_adapter_metadata``), the adapter's peft ``LoraConfig`` (rank, alpha, target
+    modules), so a loader rebuilds the adapter with the training-time scale ``alpha / rank``. Load it with
+    ``FaceCLIPStableDiffusionXLPipeline.load_lora_weights(folder)`` or
+    ``unet.load_lora_adapter(folder, prefix="unet", weight_name="pytorch_lora_weights.safetensors")``.
+    """
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    adapter = "default"
+    state = get_peft_model_state_dict(unet, adapter_name=adapter)
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    metadata = unet.peft_config[adapter].to_dict()
+    StableDiffusionXLPipeline.save_lora_weights(
+        folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=LORA_WEIGHT_NAME,
+        unet_lora_adapter_metadata=metadata,
+    )  # fmt: skip
+    return folder / LORA_WEIGHT_NAME
