@@ -20,6 +20,8 @@ def test_a_user_file_skips_blank_lines_and_comments(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("# my prompts\n\n  a person reading  \n# another\na person running\n")
     assert load_prompts(path) == ["a person reading", "a person running"]
+    path.write_text("\ufeffa person reading\r\n", encoding="utf-8")  # as some editors save it
+    assert load_prompts(path) == ["a person reading"]
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
     with pytest.raises(ValueError, match="holds no prompt"):
         load_prompts(tmp_path / "empty.txt")

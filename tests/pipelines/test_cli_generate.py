@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import huggingface_hub.constants
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -69,6 +70,20 @@ def test_same_seed_same_image(tmp_path, capsys, face_photo):
         Image.open(tmp_path / "b" / "00-00-seed3.png") as b,
     ):
         assert a.tobytes() == b.tobytes()
+
+
+def test_images_do_not_depend_on_the_batch_size(tmp_path, capsys, face_photo):
+    """-n 3 in batches of 2 (a batch of 2, then 1) gives the images of one call per image."""
+    common = ["--face", str(face_photo), "--prompt", "a", "--steps", "1", "--size", "32x32",
+              "--model", "tiny-random", "--seed", "7", "-n", "3"]  # fmt: skip
+    assert run(capsys, *common, "--batch-size", "1", "--out", str(tmp_path / "one"))[0] == 0
+    assert run(capsys, *common, "--batch-size", "2", "--out", str(tmp_path / "two"))[0] == 0
+    for k in range(3):
+        name = f"00-{k:02d}-seed{7 + k}.png"
+        with Image.open(tmp_path / "one" / name) as a, Image.open(tmp_path / "two" / name) as b:
+            diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+        assert diff.max() <= 1, (name, diff.max())  # float sums in a batch may round differently
+        assert read_png_metadata(tmp_path / "two" / name)["seed"] == 7 + k
 
 
 def test_bad_face_photo(tmp_path, capsys):
@@ -141,6 +156,7 @@ def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
         (["--seed", "99999999999999999999999"], f"--seed must be from 0 to {2**64 - 1}"),
         (["--seed", "-1"], "--seed must be from 0"),
         (["--seed", str(2**64 - 1), "-n", "2"], f"--seed must be from 0 to {2**64 - 2} with -n 2"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],
 )
 def test_bad_arguments(tmp_path, capsys, face_photo, args, message):

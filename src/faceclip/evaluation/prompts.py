@@ -28,7 +28,7 @@ def load_prompts(source: str | os.PathLike) -> list[str]:
     """
     path = Path(source).expanduser()
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     elif str(source) in PROMPT_SETS:
         text = (
             resources.files("faceclip.evaluation")
