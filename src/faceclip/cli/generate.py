@@ -127,7 +127,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     if args.offload and device.type == "cpu":
         raise UserError(
-            "--offload moves models between the CPU and an accelerator; there is none (--device cpu)."
+            "--offload moves models between the CPU and an accelerator, and the device here is the CPU"
+            + (" (--device cpu); drop --offload." if args.device else " (no GPU found); drop --offload.")
         )
 
     face_hash = sha256_file(args.face)
