@@ -123,3 +123,37 @@ def test_prepare_cli_refuses_a_changed_input(tmp_path, capsys):
     assert main(["prepare", str(folder), "--out", str(out), "--backend", "opencv"]) == 2
     err = capsys.readouterr().err
     assert "new --out" in err and "Traceback" not in err
+
+
+def test_precomputed_image_target_equals_the_training_time_target_for_a_non_square_photo(tmp_path):
+    from faceclip.face import to_tensor
+    from faceclip.training.prepare import Item, PrepareMismatchError, prepare_shards
+    from faceclip.training.targets import build_image_tower
+
+    face = Image.open(FACES / "astronaut.png").convert("RGB").resize((96, 96))
+    photo = Image.new("RGB", (192, 96))  # 2:1: the centre square is what training sees
+    photo.paste(face, (48, 0))
+    photo.paste(face.rotate(90), (0, 0))
+    photo.paste(face.transpose(Image.Transpose.FLIP_TOP_BOTTOM), (144, 0))
+    photo.save(tmp_path / "wide.png")
+    tower = build_image_tower("tiny-random", 32, seed=0)
+    items = [Item(tmp_path / "wide.png", "a wide photo")]
+    kw = dict(analyzer=_FakeAnalyzer(), face_size=16, image_towers={"l": tower}, progress=False)
+    prepare_shards(items, tmp_path / "shards", **kw)
+    whole = torch.nn.functional.interpolate(to_tensor(photo)[None], size=(32, 32), mode="bicubic")
+    squashed = tower(whole)[0]  # the whole photo squashed to a square: another view of it
+    for image_size in (48, 64):
+        config = DataConfig(source=str(tmp_path / "shards"), batch_size=1, image_size=image_size, face_size=16,
+                            different_reference_photo=False)  # fmt: skip
+        batch = next(iter(build_dataloader(config)))
+        stored, trained = batch["targets"]["image_l"][0], tower(batch["image"])[0]
+        # The check tells views of the photo apart; stored and trained differ only by resampling.
+        assert (squashed - trained).norm() > 0.03 * trained.norm()
+        assert (stored - trained).norm() < 0.01 * trained.norm()
+
+    # Shards whose targets were made the old way (no image_target_view in the record) are not extended.
+    record = json.loads((tmp_path / "shards" / "prepare.json").read_text())
+    del record["image_target_view"]
+    (tmp_path / "shards" / "prepare.json").write_text(json.dumps(record))
+    with pytest.raises(PrepareMismatchError, match="preprocessing"):
+        prepare_shards(items, tmp_path / "shards", **kw)

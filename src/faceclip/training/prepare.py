@@ -15,18 +15,20 @@ folder; ``overwrite=True`` deletes the old shards and starts over. ``identities.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceclip.outputs import write_text_atomic
-from faceclip.training.shards import SHARD_PATTERN, encode_sample, write_shard
+from faceclip.training.shards import SHARD_PATTERN, encode_sample, encode_targets, write_shard
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 RECORD = "prepare.json"
+IMAGE_TARGET_VIEW = "centre-crop"  # image targets see the photo's central square (targets.clip_preprocess)
 IDENTITIES = "identities.json"
 
 
@@ -143,6 +145,8 @@ def prepare_shards(
         "image_targets": dict(sorted((image_target_sources or {k: "?" for k in image_towers or {}}).items())),
         "identities": identities,
     }
+    if image_towers:  # shards of older versions hold targets of the photo squashed to a square
+        record["image_target_view"] = IMAGE_TARGET_VIEW
     _claim_folder(out, record, overwrite)
     total = (len(items) + samples_per_shard - 1) // samples_per_shard
     mine = [s for s in range(total) if s % num_shards == shard_index]
@@ -209,7 +213,8 @@ def _claim_folder(out: Path, record: dict, overwrite: bool) -> None:
         problem = f"it holds {len(shards)} shard(s) but no {RECORD} saying what they were made from"
     else:
         differ = [k for k in record if old.get(k) != record[k]]
-        what = {"fingerprint": "the item list", "items": "the number of items"}
+        what = {"fingerprint": "the item list", "items": "the number of items",
+                "image_target_view": "the image targets' preprocessing (older shards squash the photo)"}  # fmt: skip
         problem = "it was prepared from a different input or settings (" + ", ".join(
             f"{what.get(k, k)}: {old.get(k)!r} -> {record[k]!r}" if k in ("items", "samples_per_shard", "face_size")
             else what.get(k, k) for k in differ
@@ -228,6 +233,8 @@ def _claim_folder(out: Path, record: dict, overwrite: bool) -> None:
 
 
 def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dict[str, int], image_towers):
+    from PIL import Image
+
     from faceclip.face import ImageLoadError, NoFaceFoundError, load_image, to_tensor
 
     try:
@@ -253,11 +260,14 @@ def _prepare_one(item: Item, key: str, analyzer, face_size: int, identities: dic
         "width": image.width,
         "height": image.height,
     }
-    targets = None
+    sample = encode_sample(key, image, item.caption, aligned.image, meta)
     if image_towers:
-        pixels = to_tensor(image)[None]
+        # The targets of the image as stored (the JPEG training decodes), through the towers' own
+        # preprocessing (faceclip.training.targets.clip_preprocess), as in training.
+        pixels = to_tensor(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))[None]
         targets = {f"image_{name}": tower(pixels)[0] for name, tower in image_towers.items()}
-    return encode_sample(key, image, item.caption, aligned.image, meta, targets), None
+        sample["targets.st"] = encode_targets(targets)
+    return sample, None
 
 
 def _write_json(path: Path, data) -> None:

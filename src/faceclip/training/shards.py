@@ -51,8 +51,6 @@ def encode_sample(
     targets: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The tar members of one sample, as bytes keyed by extension (``__key__`` included)."""
-    from safetensors.torch import save as save_tensors
-
     img_bytes, face_bytes = io.BytesIO(), io.BytesIO()
     image.convert("RGB").save(img_bytes, format="JPEG", quality=95)
     face.convert("RGB").save(face_bytes, format="PNG")
@@ -64,10 +62,15 @@ def encode_sample(
         "json": json.dumps(meta).encode("utf-8"),
     }
     if targets:
-        sample["targets.st"] = save_tensors(
-            {k: v.detach().cpu().float().contiguous() for k, v in targets.items()}
-        )
+        sample["targets.st"] = encode_targets(targets)
     return sample
+
+
+def encode_targets(targets: dict[str, torch.Tensor]) -> bytes:
+    """The ``KEY.targets.st`` member: target embeddings as a float32 safetensors blob."""
+    from safetensors.torch import save as save_tensors
+
+    return save_tensors({k: v.detach().cpu().float().contiguous() for k, v in targets.items()})
 
 
 def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:

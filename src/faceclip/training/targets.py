@@ -36,11 +36,33 @@ class ImageTargetTower(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, H, W) in [0, 1] -> (B, projection_dim) image embeddings (not normalised)."""
-        size = self.model.config.image_size
-        images = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False)
-        pixels = ((images.clamp(0, 1) - self.mean) / self.std).to(self.model.dtype)
+        """images: (B, 3, H, W) in [0, 1], any aspect ratio -> (B, projection_dim) image embeddings (not
+        normalised), after :func:`clip_preprocess`."""
+        pixels = clip_preprocess(images, self.model.config.image_size)
+        pixels = ((pixels - self.mean) / self.std).to(self.model.dtype)
         return self.model(pixel_values=pixels).image_embeds
+
+
+def clip_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
+    """CLIP's geometry: resize the short side to ``size`` (antialiased bicubic), centre-crop ``size`` x ``size``.
+
+    The one image preparation of the image-target towers, whatever they are given: training passes the
+    ``data.image_size`` centre crop of the photo, ``faceclip prepare`` the whole stored photo; both end as the
+    photo's central square, so precomputed targets match the ones computed while training.
+
+    Args:
+        images: (B, 3, H, W) in [0, 1].
+        size: the tower's input side.
+
+    Returns:
+        (B, 3, size, size) float32 in [0, 1] (not normalised).
+    """
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    rh, rw = max(size, round(h * scale)), max(size, round(w * scale))  # the rounding of shards._resize_crop
+    images = F.interpolate(images.float(), size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (rh - size) // 2, (rw - size) // 2
+    return images[..., top : top + size, left : left + size].clamp(0, 1)
 
 
 def build_image_tower(source: str, projection_dim: int | None, *, seed: int = 0) -> ImageTargetTower | None:
