@@ -43,6 +43,26 @@ def test_truncated_shard_does_not_stop_the_stream(tmp_path):
     config = DataConfig(source=str(tmp_path), batch_size=2, image_size=8, face_size=8, seed=3)
     batches = list(itertools.islice(iter(build_dataloader(config)), 4))
     assert all(len(b["caption"]) == 2 for b in batches)
+    assert sum(b["skipped"] for b in batches) >= 1  # 2 epochs of 4 samples: the shard's cut is counted
+
+
+def test_a_truncated_shard_is_counted_once_in_skipped_for_any_number_of_processes(tmp_path, caplog):
+    from faceclip.training.data import ShardStream
+
+    write_shard(tmp_path / "shard-000000.tar", [_sample(f"{i:04d}", 0, (0, 0, 0)) for i in range(3)])
+    data = (tmp_path / "shard-000000.tar").read_bytes()
+    (tmp_path / "shard-000001.tar").write_bytes(data[: len(data) // 2])  # 1 readable sample, then cut
+    kw = dict(image_size=8, face_size=8, seed=3, different_reference_photo=False)
+    with caplog.at_level("WARNING", logger="faceclip.training.shards"):
+        one = [s["_skipped"] for s in itertools.islice(ShardStream(list_shards(tmp_path), **kw), 16)]
+    cuts = sum("skipping the rest of shard" in r.getMessage() for r in caplog.records)
+    assert cuts >= 3 and sum(one) == cuts  # 4 epochs of 4 samples; each cut read is counted once
+    # 3 processes (fewer shards than processes: each reads every shard and takes every 3rd sample; per epoch
+    # process 0 gets 2 samples, 1 and 2 one each): the cut is still counted once, not by every process.
+    per_rank = [8, 4, 4]
+    streams = [ShardStream(list_shards(tmp_path), rank=r, world_size=3, **kw) for r in range(3)]
+    three = [s["_skipped"] for stream, n in zip(streams, per_rank) for s in itertools.islice(stream, n)]
+    assert sum(three) == sum(one)
 
 
 def test_global_batches_are_the_same_for_any_number_of_processes_and_resume():

@@ -106,7 +106,7 @@ class ShardStream(IterableDataset):
     """An endless stream of decoded samples from WebDataset shards, split between processes and workers.
 
     Corrupt samples are skipped; each yielded sample carries ``_skipped``, the number skipped since the last
-    one. When identities are known and ``different_reference_photo`` is set, a sample's reference face is the
+    one (a truncated or unreadable shard counts as one). When identities are known and ``different_reference_photo`` is set, a sample's reference face is the
     previous face of the same identity seen by this worker (another photo of the person).
     """
 
@@ -133,7 +133,8 @@ class ShardStream(IterableDataset):
             mine = order[slot::slots] if by_shard else order
             seen = readable = 0  # readable: samples decoded this epoch (replayed or yielded)
             for shard in mine:
-                for raw in iter_raw_samples(shard):
+                broken: list[Exception] = []
+                for raw in iter_raw_samples(shard, on_error=broken.append):
                     seen += 1
                     if not by_shard and (seen - 1) % slots != slot:
                         continue
@@ -158,6 +159,10 @@ class ShardStream(IterableDataset):
                         last_face[sample["identity"]] = own
                     sample["_skipped"], skipped = skipped, 0
                     yield sample
+                # A truncated / unreadable shard counts as one skipped sample (how many were lost is unknown),
+                # once: by the slot the next sample would have gone to, and not when replaying before a resume.
+                if broken and to_skip == 0 and (by_shard or seen % slots == slot):
+                    skipped += 1
             if readable == 0:
                 raise NoReadableSampleError(
                     f"data.source: no readable sample in {len(mine)} shard(s) for this process; check the "

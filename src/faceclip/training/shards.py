@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +89,13 @@ def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def iter_raw_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+def iter_raw_samples(
+    path: str | Path, on_error: Callable[[Exception], None] | None = None
+) -> Iterator[dict[str, Any]]:
     """Group a shard's members by key: ``{"__key__": ..., "jpg": bytes, ...}``.
 
-    A shard that cannot be read (truncated, not a tar) ends with a warning instead of an exception.
+    A shard that cannot be read (truncated, not a tar) ends with a warning instead of an exception, and
+    ``on_error`` (if given) is called with the error, so the caller can count it.
     """
     _require_webdataset()
     from webdataset.tariterators import group_by_keys, tar_file_iterator
@@ -103,6 +106,8 @@ def iter_raw_samples(path: str | Path) -> Iterator[dict[str, Any]]:
             yield from group_by_keys(members)
     except Exception as err:  # an unreadable shard is skipped, never fatal
         logger.warning("skipping the rest of shard %s: %s: %s", path, type(err).__name__, err)
+        if on_error is not None:
+            on_error(err)
 
 
 def _resize_crop(image: Image.Image, size: int) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
