@@ -31,7 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from faceclip.models import FaceCLIPEncoder, create_encoder
 from faceclip.models import load_config as load_encoder_config
-from faceclip.models.tokenizer import get_tokenizer
+from faceclip.models.tokenizer import END_TOKEN, START_TOKEN, get_tokenizer
 from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl_configs import load_config
 
@@ -82,7 +82,10 @@ def clip_tokenizer() -> CLIPTokenizer:
     """transformers' CLIP tokenizer with the CLIP vocabulary shipped in faceclip (no download)."""
     ours = get_tokenizer()
     merges = sorted(ours.merge_ranks, key=ours.merge_ranks.get)
-    return CLIPTokenizer(vocab=dict(ours.vocab), merges=list(merges), model_max_length=77)
+    # transformers spells the special tokens as OpenAI does; same ids (49406, 49407).
+    spelling = {START_TOKEN: "<|startoftext|>", END_TOKEN: "<|endoftext|>"}
+    vocab = {spelling.get(token, token): i for token, i in ours.vocab.items()}
+    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77)
 
 
 SMALL = 4
