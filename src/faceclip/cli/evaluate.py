@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dtype", default="auto", help="pipeline dtype: auto, fp32, bf16, fp16 (default: auto)"
     )
     _add_scoring_arguments(grid)
-    grid.set_defaults(func=run_grid)
+    grid.set_defaults(func=run_grid_command)
 
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +121,13 @@ def run_score(args: argparse.Namespace) -> int:
         logger.warning("%s: %s", args.manifest, problem)
     settings = {"command": "score", "manifest": str(args.manifest)}
     return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _state_or_none(args))
+
+
+def run_grid_command(args: argparse.Namespace) -> int:
+    """``faceclip eval run``, ending each process of a multi-process run cleanly (see ``cli._process``)."""
+    from faceclip.cli._process import finish
+
+    return finish(run_grid(args))
 
 
 def run_grid(args: argparse.Namespace) -> int:

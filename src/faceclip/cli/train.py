@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceclip.cli._process import finish
+
+    return finish(_train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
     from faceclip.hub import WeightsNotFoundError
     from faceclip.training.config import ConfigError, load_config
     from faceclip.training.data import NoReadableSampleError
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_main_process() -> bool:
-    """Rank 0 of the run; still known after the training loop has destroyed the process group."""
+    """Rank 0 of the run (one process: True)."""
     from accelerate import PartialState
 
     return PartialState().is_main_process

@@ -312,7 +312,10 @@ def fit(task, config, *, resume: str | Path | None = None) -> dict[str, Any]:
             task.save_final(out / "final")
             save_config(config, out / "final" / "config.yaml", stage)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    # The process group is left up: destroying a gloo group can deadlock (see faceclip.cli._process.finish,
+    # which ends the command's processes).
     return metrics
 
 
