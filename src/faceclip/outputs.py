@@ -4,6 +4,7 @@ and contact-sheet grids."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -75,6 +76,54 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def generation_metadata(
+    *,
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    model: str,
+    face_file: str | None,
+    face_sha256: str | None,
+    face_index: int | None,
+    scheduler: object | None,
+    dtype: object | None,
+) -> dict[str, object]:
+    """The metadata of one generated image, as ``faceclip generate`` and the demo record it.
+
+    With it (and the face photo), the image can be made again with ``faceclip generate``.
+    """
+    from faceclip import __version__
+
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "size": f"{height}x{width}",
+        "model": model,
+        "face_file": face_file,
+        "face_sha256": face_sha256,
+        "face_index": face_index,
+        "scheduler": type(scheduler).__name__ if scheduler is not None else None,
+        "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        "faceclip_version": __version__,
+    }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (the metadata records which photo an image was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import faceclip
 from conftest import FakePipeline
 from faceclip.demo import handlers
 from faceclip.demo.handlers import DemoError, GenerationSettings
@@ -193,7 +194,7 @@ def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo
         "face_index": 0,
         "scheduler": "FakeScheduler",
         "dtype": "float32",
-        "faceclip_version": handlers.__version__,
+        "faceclip_version": faceclip.__version__,
     }
 
 

@@ -8,7 +8,6 @@ steps, guidance, size, model and the SHA-256 of the face file in its text chunks
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -109,9 +108,8 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from faceclip import __version__
     from faceclip.devices import resolve_device, resolve_dtype
-    from faceclip.outputs import make_grid, save_png
+    from faceclip.outputs import generation_metadata, make_grid, save_png
     from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, TINY_RANDOM
 
     tiny = args.model == TINY_RANDOM
@@ -162,21 +160,12 @@ def _generate(args: argparse.Namespace) -> int:
                     generator=[torch.Generator().manual_seed(seed + k) for k in ks],  # one seed per image
                 ).images
                 for k, image in zip(ks, batch, strict=True):
-                    metadata = {
-                        "prompt": prompt,
-                        "negative_prompt": negative,
-                        "seed": seed + k,
-                        "steps": steps,
-                        "guidance": args.guidance,
-                        "size": f"{height}x{width}",
-                        "model": str(args.model),
-                        "face_file": args.face.name,
-                        "face_sha256": face_hash,
-                        "face_index": args.face_index,
-                        "scheduler": type(pipe.scheduler).__name__,
-                        "dtype": str(dtype).removeprefix("torch."),
-                        "faceclip_version": __version__,
-                    }
+                    metadata = generation_metadata(
+                        prompt=prompt, negative_prompt=negative, seed=seed + k, steps=steps,
+                        guidance=args.guidance, height=height, width=width, model=str(args.model),
+                        face_file=args.face.name, face_sha256=face_hash, face_index=args.face_index,
+                        scheduler=pipe.scheduler, dtype=dtype,
+                    )  # fmt: skip
                     save_png(image, args.out / f"{p:02d}-{k:02d}-seed{seed + k}.png", metadata)
                     images.append(image)
                     bar.update()
@@ -251,14 +240,12 @@ def check_writable(folder: Path) -> None:
 
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file (recorded in the metadata, so an image can be traced to its face photo)."""
-    digest = hashlib.sha256()
+    from faceclip.outputs import file_sha256
+
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as error:
         raise UserError(f"cannot read the face photo {path}: {error.strerror or error}.") from None
-    return digest.hexdigest()
 
 
 def prepare_face(path: Path, face_index: int | None):

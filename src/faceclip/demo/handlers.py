@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -21,8 +20,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from faceclip import __version__
-from faceclip.outputs import save_png
+from faceclip.outputs import file_sha256, generation_metadata, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +101,7 @@ class ChosenFace:
 
 def choose_face(preview: FacePreview, path: str | os.PathLike, file_name: str | None = None) -> ChosenFace:
     """The face of ``preview`` with the facts about its photo file (``path``) that the metadata records."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return ChosenFace(preview.face, file_name or Path(path).name, digest.hexdigest(), preview.face_index)
+    return ChosenFace(preview.face, file_name or Path(path).name, file_sha256(path), preview.face_index)
 
 
 @dataclass(frozen=True)
@@ -340,21 +334,12 @@ def generate_images(
             seed,
             time.perf_counter() - started,
         )
-        metadata = {  # the keys of `faceclip generate`, so both tools' images read (and reproduce) alike
-            "prompt": settings.prompt,
-            "negative_prompt": settings.negative_prompt,
-            "seed": seed,
-            "steps": settings.steps,
-            "guidance": settings.guidance_scale,
-            "size": f"{settings.height}x{settings.width}",
-            "model": model_name,
-            "face_file": chosen.file_name,
-            "face_sha256": chosen.sha256,
-            "face_index": chosen.face_index,
-            "scheduler": type(scheduler).__name__ if scheduler is not None else None,
-            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
-            "faceclip_version": __version__,
-        }
+        metadata = generation_metadata(  # as `faceclip generate` records it: both tools' images reproduce alike
+            prompt=settings.prompt, negative_prompt=settings.negative_prompt, seed=seed, steps=settings.steps,
+            guidance=settings.guidance_scale, height=settings.height, width=settings.width, model=model_name,
+            face_file=chosen.file_name, face_sha256=chosen.sha256, face_index=chosen.face_index,
+            scheduler=scheduler, dtype=dtype,
+        )  # fmt: skip
         yield save_png(image, _unused_path(output_dir, f"{prefix}-seed{seed}"), metadata)
 
 

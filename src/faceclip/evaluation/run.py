@@ -11,7 +11,6 @@ negative prompt...), so an interrupted run resumes where it stopped; images made
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from faceclip import __version__
 from faceclip.evaluation.manifest import ManifestEntry
 from faceclip.face import ImageLoadError, NoFaceFoundError
-from faceclip.outputs import read_png_metadata, save_png
+from faceclip.outputs import file_sha256, read_png_metadata, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +110,6 @@ class StaleImagesError(ValueError):
             f"run, e.g. {path}: {why}. Pass --overwrite to regenerate every image, or choose another --out "
             "(images made with the same settings are kept, so an interrupted run resumes)."
         )
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (recorded as ``reference_sha256``: which reference photo an image was made from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def image_metadata(
