@@ -32,8 +32,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from faceclip.models import FaceCLIPEncoder, create_encoder
 from faceclip.models import load_config as load_encoder_config
 from faceclip.models.tokenizer import END_TOKEN, START_TOKEN, get_tokenizer
-from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, FaceCLIPStableDiffusionXLPipeline
-from faceclip.pipelines.sdxl_configs import load_config
+from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
+from faceclip.pipelines.sdxl.architectures import load_config
+from faceclip.pipelines.sdxl.family import NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
 
 PROMPT = "a woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau"
 

@@ -16,10 +16,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "FaceCLIPEncoder": "faceclip.models.encoder",
     "FaceCLIPEncoderOutput": "faceclip.models.encoder",
-    "FaceCLIPStableDiffusionXLPipeline": "faceclip.pipelines.pipeline_faceclip_sdxl",
+    "FaceCLIPStableDiffusionXLPipeline": "faceclip.pipelines.sdxl.pipeline_faceclip_sdxl",
     "FaceAnalyzer": "faceclip.face",
     "NoFaceFoundError": "faceclip.face",
     "load_image": "faceclip.face",
+    "load_pipeline": "faceclip.registry",
 }
 
 __all__ = [  # noqa: RUF022 (same order as _LAZY)
@@ -30,12 +31,14 @@ __all__ = [  # noqa: RUF022 (same order as _LAZY)
     "FaceAnalyzer",
     "NoFaceFoundError",
     "load_image",
+    "load_pipeline",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer, NoFaceFoundError, load_image
     from faceclip.models.encoder import FaceCLIPEncoder, FaceCLIPEncoderOutput
-    from faceclip.pipelines.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
+    from faceclip.pipelines.sdxl.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
+    from faceclip.registry import load_pipeline
 
 
 def __getattr__(name: str):

@@ -9,11 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-NONCOMMERCIAL_NOTICE = (
-    "The released FaceCLIP weights (ByteDance/FaceCLIP) are licensed CC-BY-NC-4.0: non-commercial use only."
-)
-"""Shown wherever the package downloads or loads the released FaceCLIP weights."""
-
 
 class WeightsNotFoundError(FileNotFoundError):
     """Raised when model weights cannot be found locally or in the Hugging Face cache."""
@@ -75,7 +70,7 @@ def resolve_file(
         )
     if local.suffix and local.exists():
         return local
-    if _looks_like_local_path(str(source)):
+    if not is_hub_id(str(source)):
         raise WeightsNotFoundError(
             _message(what, f"{local} (no such file or folder)", source, filename, hint)
         )
@@ -101,10 +96,13 @@ def resolve_file(
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
-def _looks_like_local_path(source: str) -> bool:
-    # Hub ids look like "owner/name"; anything else that is not on disk (including "dir/file.pt", which has the
-    # shape of a hub id) is a local path that is missing.
-    return (
+def is_hub_id(source: str) -> bool:
+    """Whether ``source`` has the shape of a hub repo id (``owner/name``).
+
+    Anything else that is not on disk (including ``dir/file.pt``, which has the shape of a hub id) is a local path
+    that is missing.
+    """
+    return not (
         source.startswith((".", "/", "~"))
         or source.count("/") != 1
         or source.lower().endswith(WEIGHT_FILE_SUFFIXES)
@@ -121,7 +119,7 @@ def _message(
 ) -> str:
     if Path(source).expanduser().exists():
         fix = [f"To fix this, put '{filename}' inside {source},"]
-    elif _looks_like_local_path(str(source)):
+    elif not is_hub_id(str(source)):
         fix = [f"To fix this, check the path: {source} does not exist,"]
     else:
         fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {filename}"]

@@ -27,7 +27,7 @@ def test_cli_help_lists_every_command_without_heavy_imports():
 
 def test_cli_default_model_is_the_released_repo():
     from faceclip.cli._options import RELEASED_MODEL
-    from faceclip.pipelines import RELEASED_REPO
+    from faceclip.pipelines.sdxl.family import RELEASED_REPO
 
     assert RELEASED_MODEL == RELEASED_REPO
     args = build_parser().parse_args(["generate", "--face", "x.jpg", "--prompt", "p"])

@@ -41,11 +41,11 @@ def test_queue_and_concurrency_limits(fake_pipe, config):
 
 @pytest.mark.slow  # imports diffusers
 def test_default_form_follows_the_pipeline():
-    from faceclip import pipelines
+    from faceclip.pipelines.sdxl.family import DEFAULTS
 
     defaults = DemoConfig().defaults
-    assert defaults.negative_prompt == pipelines.DEFAULT_NEGATIVE_PROMPT
-    assert (defaults.width, defaults.height) == (pipelines.DEFAULT_WIDTH, pipelines.DEFAULT_HEIGHT)
+    assert defaults.negative_prompt == DEFAULTS.negative_prompt
+    assert (defaults.width, defaults.height) == (DEFAULTS.width, DEFAULTS.height)
 
 
 def test_photo_event_refuses_a_non_image_in_words(fake_pipe, config, tmp_path):

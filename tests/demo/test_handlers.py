@@ -248,7 +248,7 @@ def test_a_demo_image_is_made_again_by_faceclip_generate_from_its_metadata(tmp_p
     import numpy as np
 
     from faceclip.cli import main
-    from faceclip.pipelines import load_pipeline
+    from faceclip.registry import load_pipeline
 
     photo = Path(__file__).parents[1] / "data" / "faces" / "astronaut.png"
     pipe = load_pipeline("tiny-random").to("cpu")

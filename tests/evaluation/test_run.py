@@ -283,7 +283,7 @@ def test_eval_run_missing_model_is_a_clear_error(tmp_path, astronaut, noise_imag
     args[args.index("tiny-random")] = str(tmp_path / "no-such-model")
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "Could not find" in err and "no-such-model" in err and "Traceback" not in err
+    assert "no such folder" in err and "no-such-model" in err and "Traceback" not in err
     assert not (out / "report.json").exists()
 
 
@@ -317,10 +317,10 @@ class PhotoPipeline(RecordingPipeline):
 
 @pytest.fixture
 def photo_pipeline(monkeypatch, astronaut):
-    import faceclip.pipelines
+    import faceclip.registry
 
     pipe = PhotoPipeline(astronaut)
-    monkeypatch.setattr(faceclip.pipelines, "load_pipeline", lambda model, **kwargs: pipe)
+    monkeypatch.setattr(faceclip.registry, "load_pipeline", lambda model, **kwargs: pipe)
     return pipe
 
 

@@ -11,8 +11,10 @@ import torch
 
 from faceclip.convert import official_key_map
 from faceclip.hub import WeightsNotFoundError
-from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline, build_tiny_components, loading
-from faceclip.pipelines.loading import load_pipeline, load_released_components
+from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline, build_tiny_components
+from faceclip.pipelines.sdxl import loading
+from faceclip.pipelines.sdxl.loading import load_released_components
+from faceclip.registry import ModelArgumentError, load_pipeline
 
 
 def generate(pipe: FaceCLIPStableDiffusionXLPipeline) -> np.ndarray:
@@ -83,7 +85,7 @@ def test_released_layout_is_converted_once_then_loaded_from_the_cache(
 ):
     model, sdxl = released
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.WARNING, logger="faceclip.pipelines.loading"):
+    with caplog.at_level(logging.WARNING, logger="faceclip.pipelines.sdxl.loading"):
         components = load_released_components(model, sdxl, cache_dir=cache, encoder_config="faceclip-tiny")
     assert "CC-BY-NC-4.0" in caplog.text
     expected = generate(FaceCLIPStableDiffusionXLPipeline(**tiny))
@@ -120,7 +122,7 @@ def test_missing_files_are_listed_in_one_error(tmp_path):
     (tmp_path / "FaceCLIP").mkdir()
     (tmp_path / "sdxl").mkdir()
     with pytest.raises(WeightsNotFoundError) as error:
-        load_pipeline(tmp_path / "FaceCLIP", sdxl=tmp_path / "sdxl", cache_dir=tmp_path / "cache")
+        load_pipeline(tmp_path / "FaceCLIP", base_model=tmp_path / "sdxl", cache_dir=tmp_path / "cache")
     message = str(error.value)
     assert "6 required file(s) not found" in message
     for name in ("model/face_clip_encoder.pt", "model/unet.pt", "unet/config.json", "vae/config.json"):
@@ -158,5 +160,5 @@ def test_tiny_random_in_bf16():
 def test_a_file_passed_as_the_model_is_a_clear_error(tmp_path):
     index = tmp_path / "model_index.json"
     index.write_text("{}")
-    with pytest.raises(WeightsNotFoundError, match="is a file; pass the folder that contains"):
+    with pytest.raises(ModelArgumentError, match="this is a file; pass the folder that holds the model"):
         load_pipeline(index)

@@ -8,7 +8,8 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from PIL import Image
 
-from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, PreparedFace
+from faceclip.pipelines import PreparedFace
+from faceclip.pipelines.sdxl.family import NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
 
 
 def call_kwargs(**overrides) -> dict:

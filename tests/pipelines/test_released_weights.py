@@ -10,7 +10,7 @@ pytestmark = pytest.mark.weights
 
 def test_released_weights_keep_the_identity(face_photo, tmp_path):
     from faceclip.face import FaceAnalyzer, cosine_similarity
-    from faceclip.pipelines import load_pipeline
+    from faceclip.registry import load_pipeline
 
     cuda = torch.cuda.is_available()
     pipe = load_pipeline("ByteDance/FaceCLIP", torch_dtype=torch.bfloat16 if cuda else torch.float32)

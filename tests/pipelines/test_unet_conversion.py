@@ -6,13 +6,13 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from faceclip.pipelines.sdxl_configs import load_config
-from faceclip.pipelines.unet_conversion import (
+from faceclip.convert.sdxl_unet import (
     UNetConversionError,
     convert_released_unet,
     convert_released_unet_state_dict,
     expected_unet_shapes,
 )
+from faceclip.pipelines.sdxl.architectures import load_config
 
 SDXL_UNET_PARAMETERS = 2_567_463_684  # published size of the SDXL base UNet
 

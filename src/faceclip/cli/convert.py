@@ -42,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     from faceclip.convert import CheckpointKeyError
     from faceclip.devices import resolve_dtype
-    from faceclip.hub import NONCOMMERCIAL_NOTICE, WeightsNotFoundError
+    from faceclip.hub import WeightsNotFoundError
     from faceclip.models import FaceCLIPEncoder
     from faceclip.outputs import give_usual_permissions
+    from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
     out = Path(args.out).expanduser()
     if out.exists():

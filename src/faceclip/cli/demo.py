@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from faceclip.demo import DemoConfig, create_demo, launch_demo
         from faceclip.demo.app import import_gradio
-        from faceclip.pipelines.loading import load_pipeline
+        from faceclip.registry import load_pipeline
 
         import_gradio()
     except ImportError as error:

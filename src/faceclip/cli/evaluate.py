@@ -274,7 +274,7 @@ def _generate(
     """Load the pipeline and generate this process's share of ``cells``; gather every process's results."""
     from faceclip.evaluation.parallel import distributed_map
     from faceclip.evaluation.run import generate_cells
-    from faceclip.pipelines import load_pipeline
+    from faceclip.registry import load_pipeline
 
     pipe = load_pipeline(args.model, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -110,7 +110,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     from faceclip.devices import resolve_device, resolve_dtype
     from faceclip.outputs import generation_metadata, make_grid, save_png
-    from faceclip.pipelines import DEFAULT_NEGATIVE_PROMPT, TINY_RANDOM
+    from faceclip.pipelines.sdxl.family import NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
+    from faceclip.pipelines.sdxl.family import TINY_RANDOM
 
     tiny = args.model == TINY_RANDOM
     check_counts(args.num_images, args.steps, args.seed, args.batch_size)
@@ -260,11 +261,11 @@ def prepare_face(path: Path, face_index: int | None):
 
 
 def load(model: str, sdxl: str, dtype):
+    from faceclip.convert.sdxl_unet import UNetConversionError
     from faceclip.hub import WeightsNotFoundError
-    from faceclip.pipelines.loading import load_pipeline
-    from faceclip.pipelines.unet_conversion import UNetConversionError
+    from faceclip.registry import ModelArgumentError, load_pipeline
 
     try:
-        return load_pipeline(model, sdxl=sdxl, torch_dtype=dtype)
-    except (WeightsNotFoundError, UNetConversionError) as error:
+        return load_pipeline(model, base_model=sdxl, torch_dtype=dtype)
+    except (WeightsNotFoundError, UNetConversionError, ModelArgumentError) as error:
         raise UserError(str(error)) from None

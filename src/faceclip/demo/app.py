@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from faceclip.demo import handlers
 from faceclip.demo.handlers import DemoError, GenerationSettings
-from faceclip.hub import NONCOMMERCIAL_NOTICE
+from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio
@@ -35,16 +35,16 @@ _CSS = "#face-info { min-height: 2.5em; }"
 
 def default_settings() -> GenerationSettings:
     """The form's starting values: the released model's negative prompt, guidance and portrait size."""
-    from faceclip import pipelines
+    from faceclip.pipelines.sdxl.family import DEFAULTS
 
     return GenerationSettings(
         prompt=handlers.EXAMPLE_PROMPTS[0],
-        negative_prompt=pipelines.DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt=DEFAULTS.negative_prompt,
         num_images=2,
         steps=30,
-        guidance_scale=pipelines.DEFAULT_GUIDANCE_SCALE,
-        width=pipelines.DEFAULT_WIDTH,
-        height=pipelines.DEFAULT_HEIGHT,
+        guidance_scale=DEFAULTS.guidance_scale,
+        width=DEFAULTS.width,
+        height=DEFAULTS.height,
     )
 
 

@@ -314,7 +314,7 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
             faceclip.convert.CheckpointKeyError: a key is missing or unexpected, or a shape does not fit
                 (the message names it).
         """
-        from faceclip.convert import convert_official_state_dict, load_official_state_dict
+        from faceclip.convert.faceclip_encoder import convert_official_state_dict, load_official_state_dict
 
         state_dict = source if isinstance(source, Mapping) else load_official_state_dict(source)
         model_config = load_config(config) if isinstance(config, str) else dict(config)

@@ -48,17 +48,15 @@ class StepOutput:
 
 
 def load_encoder(name: str, seed: int = 0):
-    """A packaged encoder config name (random weights, seeded), a converted folder / hub id, or released weights."""
-    from faceclip.models import FaceCLIPEncoder, create_encoder, list_configs
+    """The encoder training starts from: a packaged architecture config name (``faceclip-sdxl``,
+    ``faceclip-tiny``: random weights, seeded) or any model argument of :func:`faceclip.registry.load_encoder`."""
+    from faceclip.models import create_encoder, list_configs
+    from faceclip.registry import load_encoder as load_model_encoder
 
     if name in list_configs():
-        logger.warning("stage 1: encoder '%s' starts from random weights (seed %d)", name, seed)
+        logger.warning("encoder '%s' starts from random weights (seed %d)", name, seed)
         return create_encoder(name, seed=seed)
-    path = Path(name).expanduser()
-    released = name.lower() == "bytedance/faceclip"
-    if released or path.suffix in (".pt", ".safetensors") or (path.is_dir() and (path / "model").is_dir()):
-        return FaceCLIPEncoder.from_official(path)
-    return FaceCLIPEncoder.from_pretrained(name)
+    return load_model_encoder(name, seed=seed)
 
 
 #: What the conditioning path uses (stage 2 trains only these: ``logit_scale``/``logit_bias`` serve the stage-1

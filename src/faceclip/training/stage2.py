@@ -26,7 +26,6 @@ from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, StepOutput, load
 
 logger = logging.getLogger(__name__)
 
-TINY = "tiny"
 
 
 def load_components(config: Stage2Config) -> dict:
@@ -35,30 +34,11 @@ def load_components(config: Stage2Config) -> dict:
     Raises:
         faceclip.hub.WeightsNotFoundError: SDXL or encoder weights are not available.
     """
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    from faceclip.hub import WeightsNotFoundError, is_offline
+    from faceclip.pipelines.sdxl.loading import load_base_components
 
     mc = config.model
-    if mc.components == TINY:
-        from faceclip.pipelines import build_tiny_components
-
-        components = build_tiny_components(seed=mc.seed)
-    else:
-        try:
-            kwargs = {"local_files_only": is_offline()}
-            components = {
-                "unet": UNet2DConditionModel.from_pretrained(mc.components, subfolder="unet", **kwargs),
-                "vae": AutoencoderKL.from_pretrained(mc.components, subfolder="vae", **kwargs),
-                "scheduler": DDPMScheduler.from_pretrained(mc.components, subfolder="scheduler", **kwargs),
-            }
-        except OSError as err:
-            raise WeightsNotFoundError(
-                f"Could not load the SDXL components from model.components='{mc.components}': {err}\n"
-                "Download SDXL base while online (`hf download stabilityai/stable-diffusion-xl-base-1.0`) or "
-                "pass a local folder with unet/, vae/ and scheduler/; 'tiny' selects tiny random parts."
-            ) from err
-    if mc.encoder != TINY or "faceclip_encoder" not in components:
+    components = load_base_components(mc.components, seed=mc.seed)
+    if mc.encoder != mc.components or "faceclip_encoder" not in components:
         components["faceclip_encoder"] = load_encoder(mc.encoder, mc.seed)
     return components
 

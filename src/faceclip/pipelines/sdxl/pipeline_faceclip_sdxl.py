@@ -23,26 +23,13 @@ from PIL import Image
 
 from faceclip.pipelines.embedding_cache import CacheInfo, EmbeddingCache
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, prepare_face
+from faceclip.pipelines.sdxl.family import DEFAULTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer
     from faceclip.models import FaceCLIPEncoder
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_NEGATIVE_PROMPT = (
-    "nude, worst quality, low quality, normal quality, nsfw, abstract, glitch, deformed, mutated, ugly, "
-    "disfigured, text, watermark, bad hands, error, jpeg artifacts, blurry, missing fingers, poorly drawn face, "
-    "ugly eyes, imperfect eyes, deformed pupils, deformed iris, bad anatomy"
-)
-"""The negative prompt of the released FaceCLIP-SDXL inference script."""
-
-DEFAULT_HEIGHT, DEFAULT_WIDTH = 1152, 864
-"""The released model's portrait size."""
-
-DEFAULT_NUM_INFERENCE_STEPS = 50
-DEFAULT_GUIDANCE_SCALE = 5.0
-"""The released script relies on SDXL's defaults: 50 Euler steps, guidance 5.0."""
 
 
 @dataclass
@@ -104,7 +91,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         Raises:
             faceclip.hub.WeightsNotFoundError: a file is missing (with where we looked and how to get it).
         """
-        from faceclip.pipelines.loading import load_components
+        from faceclip.pipelines.sdxl.loading import load_components
 
         unknown = sorted(set(kwargs) - {"revision"})
         if unknown:
@@ -155,6 +142,30 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
                 "StableDiffusionXLPipeline.save_lora_weights."
             )
         return added[0]
+
+    # ------------------------------------------------------------------ defaults
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (8 for SDXL's VAE)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """``(height, width)`` when none is given: the released 1152 x 864, scaled to the UNet's native size.
+
+        As diffusers derives its default from ``unet.config.sample_size``, tiny components get a tiny default
+        (see :meth:`faceclip.model_family.GenerationDefaults.size_for`).
+        """
+        return DEFAULTS.size_for(self.unet.config.sample_size * self.vae_scale_factor)
+
+    @property
+    def default_height(self) -> int:
+        return self.default_size[0]
+
+    @property
+    def default_width(self) -> int:
+        return self.default_size[1]
 
     # ------------------------------------------------------------------ face
 
@@ -320,8 +331,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         num_images_per_prompt: int = 1,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float = DEFAULTS.guidance_scale,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -342,7 +353,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             negative_prompt: ``None`` = the released model's negative prompt; a string for all prompts, or a
                 list with one entry per prompt.
             num_images_per_prompt: images per prompt.
-            height, width: output size in pixels (multiples of 8); default 1152 x 864.
+            height, width: output size in pixels (multiples of 8); default :attr:`default_size` (1152 x 864
+                for the released model).
             num_inference_steps: denoising steps.
             guidance_scale: classifier-free guidance weight; <= 1 turns guidance off.
             generator: a ``torch.Generator`` or one per image, for reproducible latents.
@@ -358,8 +370,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             **sdxl_kwargs: further ``StableDiffusionXLPipeline`` arguments (``guidance_rescale``,
                 ``original_size``, ``denoising_end``, ``negative_prompt_embeds``, ...).
         """
-        height = height or DEFAULT_HEIGHT
-        width = width or DEFAULT_WIDTH
+        height = height or self.default_height
+        width = width or self.default_width
 
         # 1. Check inputs
         prompts = self.check_inputs(
@@ -386,7 +398,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
         if guidance_scale > 1 and "negative_prompt_embeds" not in sdxl_kwargs:
             if negative_prompt is None:
-                negative_prompt = DEFAULT_NEGATIVE_PROMPT
+                negative_prompt = DEFAULTS.negative_prompt
             negatives = (
                 [negative_prompt] * batch_size if isinstance(negative_prompt, str) else negative_prompt
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 
-from faceclip.pipelines.sdxl_configs import load_config
+from faceclip.pipelines.sdxl.architectures import load_config
 
 TINY_RANDOM = "tiny-random"
 """The model name that selects these components in ``load_pipeline`` and ``faceclip generate --model``."""

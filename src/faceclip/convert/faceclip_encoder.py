@@ -273,7 +273,8 @@ def load_official_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
         faceclip.hub.WeightsNotFoundError: the file cannot be found.
         ValueError: the file holds something other than a state dict.
     """
-    from faceclip.hub import NONCOMMERCIAL_NOTICE, resolve_file
+    from faceclip.hub import resolve_file
+    from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
     path = Path(source).expanduser()
     if not path.is_file():

@@ -24,5 +24,5 @@ def load_config(name: str) -> dict:
     """
     if name not in _NAMES:
         raise ValueError(f"load_config: unknown config name {name!r}; choose one of {', '.join(_NAMES)}.")
-    text = resources.files("faceclip.pipelines").joinpath("configs", f"{name}.json").read_text()
+    text = resources.files("faceclip.pipelines.sdxl").joinpath("configs", f"{name}.json").read_text()
     return json.loads(text)

@@ -1,14 +1,12 @@
-"""Loading FaceCLIP-SDXL: our saved layout, the released weights (converted once, then cached), or tiny random.
+"""Loading FaceCLIP-SDXL from a resolved :class:`~faceclip.model_family.ModelSource` (see :mod:`faceclip.registry`).
 
-Three kinds of ``model`` are accepted by :func:`load_pipeline`:
-
-- ``"tiny-random"``: tiny random components (offline, seconds; the images are noise);
-- a folder or hub repo written by ``FaceCLIPStableDiffusionXLPipeline.save_pretrained`` (``model_index.json``);
-- the released weights: the ``ByteDance/FaceCLIP`` hub repo, or a folder holding its ``model/face_clip_encoder.pt``
-  and ``model/unet.pt``, plus SDXL base (``stabilityai/stable-diffusion-xl-base-1.0`` or a local copy) for the
-  VAE, the scheduler and the UNet config. The pickled ``.pt`` files are converted to safetensors on first use
-  into a cache folder (``$FACECLIP_CACHE``, default ``$HF_HOME/faceclip``); later starts load the converted files
-  and need neither the ``.pt`` files nor the network.
+- tiny: tiny random components (offline, seconds; the images are noise);
+- our layout: a folder or hub repo written by ``FaceCLIPStableDiffusionXLPipeline.save_pretrained``;
+- released: ``model/face_clip_encoder.pt`` and ``model/unet.pt`` (the ``ByteDance/FaceCLIP`` hub repo or a local
+  copy), plus SDXL base (``stabilityai/stable-diffusion-xl-base-1.0`` or a local copy) for the VAE, the
+  scheduler and the UNet config. The pickled ``.pt`` files are converted to safetensors on first use into a cache
+  folder (``$FACECLIP_CACHE``, default ``$HF_HOME/faceclip``); later starts load the converted files and need
+  neither the ``.pt`` files nor the network.
 """
 
 from __future__ import annotations
@@ -25,23 +23,22 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from faceclip.hub import (
-    NONCOMMERCIAL_NOTICE,
-    WeightsNotFoundError,
-    hub_unreachable_reason,
-    is_offline,
-    resolve_file,
+from faceclip.convert.sdxl_unet import convert_released_unet
+from faceclip.hub import WeightsNotFoundError, hub_unreachable_reason, is_offline, resolve_file
+from faceclip.model_family import ModelSource, SourceKind
+from faceclip.models import FaceCLIPEncoder, create_encoder
+from faceclip.pipelines.sdxl.family import (
+    LICENSE_NOTICE,
+    RELEASED_ENCODER_FILE,
+    RELEASED_UNET_FILE,
+    SDXL_BASE,
+    TINY_RANDOM,
 )
-from faceclip.pipelines.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
-from faceclip.pipelines.sdxl_configs import SDXL_BASE
-from faceclip.pipelines.tiny import TINY_RANDOM, build_tiny_components
-from faceclip.pipelines.unet_conversion import convert_released_unet
+from faceclip.pipelines.sdxl.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
+from faceclip.pipelines.sdxl.tiny import build_tiny_components
 
 logger = logging.getLogger(__name__)
 
-RELEASED_REPO = "ByteDance/FaceCLIP"
-RELEASED_ENCODER_FILE = "model/face_clip_encoder.pt"
-RELEASED_UNET_FILE = "model/unet.pt"
 CONVERSION_RECORD = "conversion.json"
 COMPONENTS = ("vae", "unet", "scheduler", "faceclip_encoder")
 
@@ -56,27 +53,15 @@ _SDXL_VAE_WEIGHTS = {
 }
 
 
-def load_pipeline(
-    model: str | os.PathLike = RELEASED_REPO,
+def load_sdxl_pipeline(
+    source: ModelSource,
     *,
-    sdxl: str | os.PathLike = SDXL_BASE,
     torch_dtype: torch.dtype | None = None,
+    base_model: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> FaceCLIPStableDiffusionXLPipeline:
-    """Load a FaceCLIP-SDXL pipeline (on the CPU; move it with ``.to(device)`` or ``enable_model_cpu_offload()``).
-
-    Args:
-        model: ``"tiny-random"``, a folder or hub id saved by ``save_pretrained``, or the released weights
-            (``"ByteDance/FaceCLIP"`` or a folder with ``model/face_clip_encoder.pt`` and ``model/unet.pt``).
-        sdxl: SDXL base hub id or folder, for the released weights only (VAE, scheduler, UNet config).
-        torch_dtype: weight dtype (e.g. ``torch.bfloat16``); ``None`` keeps the stored dtype.
-        cache_dir: where converted released weights are kept (default :func:`default_cache_dir`).
-
-    Raises:
-        faceclip.hub.WeightsNotFoundError: files are missing; the message lists them all, where we looked, and
-            how to get them.
-    """
-    if str(model) == TINY_RANDOM:
+    """A FaceCLIP-SDXL pipeline (on the CPU) from ``source``; see :func:`faceclip.registry.load_pipeline`."""
+    if source.kind is SourceKind.TINY:
         logger.info(
             "tiny-random: tiny random weights; the images will be noise (for testing the pipeline only)"
         )
@@ -86,23 +71,59 @@ def load_pipeline(
                 torch.nn.Module.to(components[name], torch_dtype)
             components["faceclip_encoder"].cast(torch_dtype)  # the fusers stay fp32, as when loaded
         return FaceCLIPStableDiffusionXLPipeline(**components)
-    if Path(model).expanduser().is_file():
-        raise WeightsNotFoundError(
-            f"{model} is a file; pass the folder that contains the pipeline (written by save_pretrained, or holding "
-            "model/face_clip_encoder.pt and model/unet.pt), or a hub repo id."
+    if source.kind is SourceKind.RELEASED:
+        components = load_released_components(
+            source.location, base_model or SDXL_BASE, torch_dtype=torch_dtype, cache_dir=cache_dir
         )
-    if is_released_layout(model):
-        components = load_released_components(model, sdxl, torch_dtype=torch_dtype, cache_dir=cache_dir)
         return FaceCLIPStableDiffusionXLPipeline(**components)
-    return FaceCLIPStableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    return FaceCLIPStableDiffusionXLPipeline(
+        **load_components(source.location, torch_dtype=torch_dtype, revision=source.revision)
+    )
 
 
-def is_released_layout(model: str | os.PathLike) -> bool:
-    """True for ``ByteDance/FaceCLIP`` and for local folders without ``model_index.json`` (released layout)."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return not (local / "model_index.json").is_file()
-    return str(model).lower() == RELEASED_REPO.lower()
+def load_faceclip_encoder(
+    source: ModelSource, *, torch_dtype: torch.dtype | None = None, seed: int = 0
+) -> FaceCLIPEncoder:
+    """The FaceCLIP encoder alone from ``source``: tiny (random, seeded), our layout, or the released file.
+
+    A pipeline folder or repo in our layout gives its ``faceclip_encoder/``; a folder of the encoder alone (as
+    ``faceclip convert`` writes it) loads directly.
+    """
+    if source.kind is SourceKind.TINY:
+        logger.warning("encoder '%s' starts from random weights (seed %d)", source.location, seed)
+        return create_encoder("faceclip-tiny", seed=seed)
+    if source.kind is SourceKind.RELEASED:
+        return FaceCLIPEncoder.from_official(source.location, torch_dtype=torch_dtype)
+    local = Path(source.location).expanduser()
+    subfolder = "faceclip_encoder" if not (local / "config.json").is_file() else None
+    return FaceCLIPEncoder.from_pretrained(
+        source.location, subfolder=subfolder, torch_dtype=torch_dtype, revision=source.revision
+    )
+
+
+def load_base_components(base_model: str | os.PathLike, seed: int = 0) -> dict[str, object]:
+    """``unet``, ``vae`` and a DDPM ``scheduler`` of SDXL base (what stage-2 training starts from), or all tiny
+    random components (with ``faceclip_encoder``) for ``"tiny-random"``.
+
+    Raises:
+        faceclip.hub.WeightsNotFoundError: SDXL base cannot be found.
+    """
+    from diffusers import DDPMScheduler
+
+    if os.fspath(base_model) == TINY_RANDOM:
+        return build_tiny_components(seed=seed)
+    try:
+        return {
+            "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
+            "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
+            "scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
+        }
+    except OSError as err:
+        raise WeightsNotFoundError(
+            f"Could not load the SDXL components from '{base_model}': {err}\n"
+            f"Download SDXL base while online (hf download {SDXL_BASE}) or pass a local folder with unet/, vae/ "
+            f"and scheduler/; '{TINY_RANDOM}' selects tiny random parts."
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------- our layout
@@ -120,15 +141,13 @@ def load_components(
     """
     import diffusers
 
-    from faceclip.models import FaceCLIPEncoder
-
     index_path = resolve_file(
         source,
         "model_index.json",
         what="the FaceCLIP-SDXL pipeline index",
         revision=kwargs.get("revision"),
         hint="Pass a folder written by FaceCLIPStableDiffusionXLPipeline.save_pretrained, "
-        f"or '{RELEASED_REPO}' for the released weights.",
+        "or 'ByteDance/FaceCLIP' for the released weights.",
     )
     root = (
         index_path.parent if Path(source).expanduser().is_dir() else _snapshot(source, kwargs.get("revision"))
@@ -201,7 +220,7 @@ class _Missing:
 
 
 def load_released_components(
-    model: str | os.PathLike = RELEASED_REPO,
+    model: str | os.PathLike,
     sdxl: str | os.PathLike = SDXL_BASE,
     torch_dtype: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -221,9 +240,7 @@ def load_released_components(
     """
     import diffusers
 
-    from faceclip.models import FaceCLIPEncoder
-
-    logger.warning(NONCOMMERCIAL_NOTICE)
+    logger.warning(LICENSE_NOTICE)
     target = converted_dir(model, cache_dir)
     needs_conversion = _conversion_outdated(target, model)
     found: dict[str, Path] = {}
@@ -302,7 +319,7 @@ def _missing_message(missing: list[_Missing]) -> str:
             lines.append(f"    hf download {source} {' '.join(filenames)}")
     lines.append(
         "or pass local folders: --model DIR (with model/face_clip_encoder.pt and model/unet.pt, or a folder "
-        "written by save_pretrained) and --sdxl DIR (a copy of stabilityai/stable-diffusion-xl-base-1.0)."
+        "written by save_pretrained) and --base-model DIR (a copy of stabilityai/stable-diffusion-xl-base-1.0)."
     )
     if is_offline():
         lines.append("HF_HUB_OFFLINE is set, so only the local Hugging Face cache was searched.")
@@ -353,7 +370,6 @@ def _convert(
     model: str | os.PathLike, found: dict[str, Path], target: Path, encoder_config: str | dict
 ) -> None:
     """Convert both released files into ``target`` (written to a temporary folder, then renamed)."""
-    from faceclip.models import FaceCLIPEncoder
     from faceclip.outputs import give_usual_permissions
 
     target.parent.mkdir(parents=True, exist_ok=True)

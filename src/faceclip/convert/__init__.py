@@ -1,0 +1,25 @@
+"""Converters from the released checkpoint layouts to ours, one module per released file.
+
+- :mod:`faceclip.convert.faceclip_encoder`: ``model/face_clip_encoder.pt`` -> :class:`faceclip.models.FaceCLIPEncoder`;
+- :mod:`faceclip.convert.sdxl_unet`: ``model/unet.pt`` -> diffusers' ``UNet2DConditionModel``.
+
+A second model family adds its own modules here.
+"""
+
+from faceclip.convert.faceclip_encoder import (
+    DEAD_KEYS,
+    CheckpointKeyError,
+    convert_official_state_dict,
+    is_dead_key,
+    load_official_state_dict,
+    official_key_map,
+)
+
+__all__ = [
+    "DEAD_KEYS",
+    "CheckpointKeyError",
+    "convert_official_state_dict",
+    "is_dead_key",
+    "load_official_state_dict",
+    "official_key_map",
+]
