@@ -48,7 +48,7 @@ def _free_port() -> int:
 
 def make_pipeline():
     """The pipeline under test: tiny random weights (the images are noise), offline."""
-    from faceclip.pipelines.sdxl.loading import load_pipeline
+    from faceclip.registry import load_pipeline
 
     return load_pipeline("tiny-random")
 

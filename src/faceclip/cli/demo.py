@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 
-from faceclip.cli._options import RELEASED_MODEL, add_device_options
+from faceclip.cli._options import RELEASED_MODEL, add_base_model_option, add_device_options
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=RELEASED_MODEL,
         help=f"hub id or local folder of the pipeline, or 'tiny-random' to try the page offline (default: {RELEASED_MODEL})",
     )
+    add_base_model_option(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from faceclip.demo import DemoConfig, create_demo, launch_demo
         from faceclip.demo.app import import_gradio
-        from faceclip.registry import load_pipeline
+        from faceclip.registry import ModelArgumentError, load_pipeline
 
         import_gradio()
     except ImportError as error:
@@ -90,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        pipe = load_pipeline(args.model, torch_dtype=dtype).to(device)
-    except WeightsNotFoundError as error:
+        pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
+    except (WeightsNotFoundError, ModelArgumentError) as error:
         print(
             f"faceclip demo: {error}\nTo try the page without weights, run: faceclip demo --model tiny-random",
             file=sys.stderr,

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from faceclip.cli._options import RELEASED_MODEL
+from faceclip.cli._options import RELEASED_MODEL, add_base_model_option
 
 # Same as faceclip.evaluation.DEFAULT_CLIP_MODEL, repeated so that `faceclip --help` imports no torch.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=RELEASED_MODEL,
         help=f"hub id or folder of the pipeline, or 'tiny-random' (default: {RELEASED_MODEL})",
     )
+    add_base_model_option(grid)
     grid.add_argument("--identities", required=True, help="folder with one reference face photo per person")
     grid.add_argument(
         "--prompts",
@@ -276,7 +277,7 @@ def _generate(
     from faceclip.evaluation.run import generate_cells
     from faceclip.registry import load_pipeline
 
-    pipe = load_pipeline(args.model, torch_dtype=dtype).to(device)
+    pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
 
     def generate_share(share: list) -> list:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from faceclip.cli._options import RELEASED_MODEL, add_device_options
+from faceclip.cli._options import RELEASED_MODEL, add_base_model_option, add_device_options
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"'{RELEASED_MODEL}' (released weights, default), a folder or hub id saved by the pipeline, "
         "a folder holding model/face_clip_encoder.pt and model/unet.pt, or 'tiny-random' (noise, for testing)",
     )
-    parser.add_argument(
-        "--sdxl",
-        default="stabilityai/stable-diffusion-xl-base-1.0",
-        metavar="ID_OR_DIR",
-        help="SDXL base (VAE, scheduler, UNet config) for the released weights",
-    )
+    add_base_model_option(parser)
     parser.add_argument("--face-index", type=int, metavar="N", help="which face if several (largest first)")
     parser.add_argument(
         "--out", type=Path, default=Path("faceclip-outputs"), metavar="DIR", help="output folder"
@@ -132,7 +127,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     face_hash = sha256_file(args.face)
     face = prepare_face(args.face, args.face_index)
-    pipe = load(args.model, args.sdxl, dtype)
+    pipe = load(args.model, args.base_model, dtype)
     if tiny:
         print("faceclip generate: tiny-random has random weights: the images are noise.", file=sys.stderr)
     if args.offload:
@@ -260,12 +255,12 @@ def prepare_face(path: Path, face_index: int | None):
         raise UserError(str(error)) from None
 
 
-def load(model: str, sdxl: str, dtype):
+def load(model: str, base_model: str | None, dtype):
     from faceclip.convert.sdxl_unet import UNetConversionError
     from faceclip.hub import WeightsNotFoundError
     from faceclip.registry import ModelArgumentError, load_pipeline
 
     try:
-        return load_pipeline(model, base_model=sdxl, torch_dtype=dtype)
+        return load_pipeline(model, base_model=base_model, torch_dtype=dtype)
     except (WeightsNotFoundError, UNetConversionError, ModelArgumentError) as error:
         raise UserError(str(error)) from None

@@ -1,7 +1,7 @@
 """A Gradio web demo for FaceCLIP-SDXL (needs the ``demo`` extra: ``pip install "faceclip[demo]"``).
 
 Example:
-    >>> from faceclip.pipelines import load_pipeline
+    >>> from faceclip import load_pipeline
     >>> from faceclip.demo import DemoConfig, create_demo, launch_demo
     >>> config = DemoConfig(model_name="tiny-random")
     >>> launch_demo(create_demo(load_pipeline("tiny-random"), config), config)  # doctest: +SKIP
