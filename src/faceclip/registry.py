@@ -27,7 +27,7 @@ from pathlib import Path
 
 from faceclip.hub import WeightsNotFoundError, is_hub_id
 from faceclip.model_family import ModelFamily, ModelSource, SourceKind
-from faceclip.pipelines.sdxl.family import FACECLIP_SDXL
+from faceclip.pipelines.sdxl.registration import FACECLIP_SDXL
 
 logger = logging.getLogger(__name__)
 

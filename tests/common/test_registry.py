@@ -8,7 +8,8 @@ import pytest
 
 from faceclip.hub import WeightsNotFoundError
 from faceclip.model_family import SourceKind
-from faceclip.pipelines.sdxl.family import DEFAULTS, FACECLIP_SDXL, RELEASED_ENCODER_FILE
+from faceclip.pipelines.sdxl.family import DEFAULTS, RELEASED_ENCODER_FILE
+from faceclip.pipelines.sdxl.registration import FACECLIP_SDXL
 from faceclip.registry import ModelArgumentError, get_family, list_models, resolve_model
 
 

@@ -1,12 +1,12 @@
-"""The FaceCLIP-SDXL family, declared once: names, released files, defaults and licence.
+"""The FaceCLIP-SDXL family's constants, spelled once: names, released files, defaults and licence.
 
-Every surface (pipeline defaults, ``faceclip generate``, the demo, ``faceclip eval run``, training) reads these
-values from :data:`FACECLIP_SDXL` through :mod:`faceclip.registry`; none spells them again.
+:mod:`faceclip.pipelines.sdxl.registration` bundles them with the loaders into the family's
+:class:`~faceclip.model_family.ModelFamily`; every surface reads them from there or from here.
 """
 
 from __future__ import annotations
 
-from faceclip.model_family import GenerationDefaults, ModelFamily, ModelSource
+from faceclip.model_family import GenerationDefaults
 
 RELEASED_REPO = "ByteDance/FaceCLIP"
 RELEASED_ENCODER_FILE = "model/face_clip_encoder.pt"
@@ -36,31 +36,4 @@ DEFAULTS = GenerationDefaults(
 
 LICENSE_NOTICE = (
     "The released FaceCLIP weights (ByteDance/FaceCLIP) are licensed CC-BY-NC-4.0: non-commercial use only."
-)
-
-
-def _load(source: ModelSource, **options):
-    from faceclip.pipelines.sdxl.loading import load_sdxl_pipeline
-
-    return load_sdxl_pipeline(source, **options)
-
-
-def _load_encoder(source: ModelSource, **options):
-    from faceclip.pipelines.sdxl.loading import load_faceclip_encoder
-
-    return load_faceclip_encoder(source, **options)
-
-
-FACECLIP_SDXL = ModelFamily(
-    name="faceclip-sdxl",
-    title="FaceCLIP-SDXL",
-    pipeline_class_name="FaceCLIPStableDiffusionXLPipeline",
-    tiny_name=TINY_RANDOM,
-    released_repo=RELEASED_REPO,
-    released_files=(RELEASED_ENCODER_FILE, RELEASED_UNET_FILE),
-    base_model=SDXL_BASE,
-    defaults=DEFAULTS,
-    license_notice=LICENSE_NOTICE,
-    load=_load,
-    load_encoder=_load_encoder,
 )
