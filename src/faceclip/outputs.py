@@ -15,22 +15,32 @@ from PIL import Image, PngImagePlugin
 
 
 def save_png(
-    image: Image.Image, path: str | os.PathLike, metadata: Mapping[str, object] | None = None
+    image: Image.Image,
+    path: str | os.PathLike,
+    metadata: Mapping[str, object] | None = None,
+    *,
+    overwrite: bool = True,
 ) -> Path:
     """Save ``image`` as PNG with ``metadata`` in text chunks, atomically (temporary file, then rename).
 
     Each metadata entry becomes one ``tEXt``/``iTXt`` chunk; non-string values are stored as JSON. The whole
     mapping is also stored as JSON under the key ``"faceclip"``, so it can be read back with :func:`read_png_metadata`.
+
+    Args:
+        overwrite: replace a file already at ``path``. Without it, an existing file is kept and the image goes
+            to the first free name of ``stem-2.png``, ``stem-3.png``, ... (see :func:`atomic_file`).
+
+    Returns:
+        The path written.
     """
-    path = Path(path)
     info = PngImagePlugin.PngInfo()
     meta = dict(metadata or {})
     for key, value in meta.items():
         info.add_itxt(str(key), value if isinstance(value, str) else json.dumps(value))
     info.add_itxt("faceclip", json.dumps(meta, default=str))
-    with atomic_file(path, "wb") as handle:
+    with atomic_file(path, "wb", overwrite=overwrite) as handle:
         image.save(handle, format="PNG", pnginfo=info)
-    return path
+    return Path(handle.final_path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -42,11 +52,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path``; when the block ends without an error, rename it onto ``path``.
+def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = True) -> Iterator:
+    """Open a temporary file beside ``path``; when the block ends without an error, move it onto ``path``.
 
     An error (or interruption) removes the temporary file and leaves any earlier ``path`` untouched. The file
     gets the usual permissions (``0666`` less the umask), not ``mkstemp``'s private ``0600``.
+
+    Args:
+        overwrite: replace an existing ``path``. Without it an existing file is never replaced: the file is
+            published under the first free name of ``stem-2.ext``, ``stem-3.ext``, ... with a hard link, which
+            fails instead of replacing, so two writers at once never take the same name.
+
+    The handle's ``final_path`` attribute holds the path written once the block has ended.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,10 +71,32 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
         give_usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
+        handle.final_path = _publish(Path(tmp), path, overwrite)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> Path:
+    """Move the finished ``tmp`` to ``path`` (or, without ``overwrite``, to the first free variant of it)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return path
+    for number in range(1, 100_000):
+        candidate = path if number == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+        try:
+            os.link(tmp, candidate)
+        except FileExistsError:
+            continue
+        except (
+            OSError
+        ):  # no hard links here (some network and FAT file systems): claim the name, then replace
+            try:
+                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            os.replace(tmp, candidate)
+        return candidate
+    raise FileExistsError(f"no free name left for {path}")
 
 
 def give_usual_permissions(path: str | os.PathLike) -> None:

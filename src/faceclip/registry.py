@@ -58,6 +58,19 @@ def get_family(name: str) -> ModelFamily:
     )
 
 
+def family_of(pipe: object) -> ModelFamily:
+    """The family of a loaded pipeline (matched by its class, or a class it derives from).
+
+    Raises:
+        ModelArgumentError: the pipeline is of no known family.
+    """
+    names = {cls.__name__ for cls in type(pipe).__mro__}
+    for family in FAMILIES:
+        if family.pipeline_class_name in names:
+            return family
+    raise ModelArgumentError(f"{type(pipe).__name__} is not the pipeline of any known model family.")
+
+
 def list_models() -> list[str]:
     """The model names the registry knows without a path: each family's released repo and its tiny name."""
     return [name for family in FAMILIES for name in (family.released_repo, family.tiny_name)]

@@ -39,3 +39,26 @@ def test_make_grid_layout():
     assert grid.getpixel((2 + 10 + 2, 2)) == (40, 0, 0)
     with pytest.raises(ValueError, match="at least one image"):
         make_grid([])
+
+
+def test_save_png_without_overwrite_takes_the_next_free_name(tmp_path):
+    first = save_png(Image.new("RGB", (4, 4), (1, 1, 1)), tmp_path / "a.png", overwrite=False)
+    second = save_png(Image.new("RGB", (4, 4), (2, 2, 2)), tmp_path / "a.png", overwrite=False)
+    third = save_png(Image.new("RGB", (4, 4), (3, 3, 3)), tmp_path / "a.png", overwrite=False)
+    assert [first.name, second.name, third.name] == ["a.png", "a-2.png", "a-3.png"]
+    with Image.open(first) as a, Image.open(third) as c:
+        assert a.getpixel((0, 0)) == (1, 1, 1) and c.getpixel((0, 0)) == (3, 3, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-2.png", "a-3.png", "a.png"]
+
+
+def test_writers_at_once_never_share_a_name(tmp_path):
+    """Threads saving to one name at the same moment each get their own file (the name is claimed by a link)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(value: int):
+        return save_png(Image.new("L", (2, 2), value), tmp_path / "x.png", {"v": value}, overwrite=False)
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(write, range(16)))
+    assert len(set(paths)) == 16
+    assert sorted(read_png_metadata(p)["v"] for p in paths) == list(range(16))

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from faceclip.cli import main
+from faceclip.generation import MAX_SEED
 from faceclip.outputs import read_png_metadata
 
 
@@ -37,14 +38,14 @@ def test_tiny_random_end_to_end(tmp_path, capsys, face_photo):
     assert code == 0, err
     assert "noise" in err
     files = sorted(p.name for p in out.glob("*.png"))
-    assert files == ["00-00-seed5.png", "00-01-seed6.png", "01-00-seed5.png", "01-01-seed6.png", "grid.png"]
-    meta = read_png_metadata(out / "01-01-seed6.png")
+    assert files == ["grid.png", "p000_seed5.png", "p000_seed6.png", "p001_seed5.png", "p001_seed6.png"]
+    meta = read_png_metadata(out / "p001_seed6.png")
     assert meta["prompt"] == "a person on the moon"
     assert meta["seed"] == 6 and meta["steps"] == 2 and meta["guidance"] == 5.0
     assert meta["size"] == "64x48" and meta["model"] == "tiny-random"
     assert meta["face_sha256"] == hashlib.sha256(face_photo.read_bytes()).hexdigest()
     assert meta["negative_prompt"].startswith("nude, worst quality")
-    with Image.open(out / "01-01-seed6.png") as image:
+    with Image.open(out / "p001_seed6.png") as image:
         assert image.size == (48, 64)
     with Image.open(out / "grid.png") as grid:
         assert grid.size == (2 * 48 + 3 * 4, 2 * 64 + 3 * 4)  # 2 columns (images) x 2 rows (prompts)
@@ -66,10 +67,66 @@ def test_same_seed_same_image(tmp_path, capsys, face_photo):
     assert run(capsys, *common, "--seed", "3", "--out", str(tmp_path / "a"))[0] == 0
     assert run(capsys, *common, "--seed", "3", "--out", str(tmp_path / "b"))[0] == 0
     with (
-        Image.open(tmp_path / "a" / "00-00-seed3.png") as a,
-        Image.open(tmp_path / "b" / "00-00-seed3.png") as b,
+        Image.open(tmp_path / "a" / "p000_seed3.png") as a,
+        Image.open(tmp_path / "b" / "p000_seed3.png") as b,
     ):
         assert a.tobytes() == b.tobytes()
+
+
+QUICK = ["--prompt", "a", "--steps", "1", "--size", "32x32", "--model", "tiny-random", "--seed", "3"]
+
+
+def test_a_second_run_keeps_the_first_runs_files(tmp_path, capsys, face_photo):
+    out = tmp_path / "out"
+    assert run(capsys, "--face", str(face_photo), *QUICK, "--out", str(out))[0] == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert sorted(first) == ["grid.png", "p000_seed3.png"]
+    code, err = run(capsys, "--face", str(face_photo), *QUICK, "--guidance-scale", "1", "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "grid-2.png",
+        "grid.png",
+        "p000_seed3-2.png",
+        "p000_seed3.png",
+    ]
+    assert {name: (out / name).read_bytes() for name in first} == first  # untouched
+    assert read_png_metadata(out / "p000_seed3-2.png")["guidance"] == 1.0
+    assert read_png_metadata(out / "grid-2.png")["files"] == ["p000_seed3-2.png"]
+    assert "grid-2.png" in err
+
+
+def test_overwrite_replaces_on_purpose(tmp_path, capsys, face_photo):
+    out = tmp_path / "out"
+    assert run(capsys, "--face", str(face_photo), *QUICK, "--out", str(out))[0] == 0
+    code, err = run(
+        capsys, "--face", str(face_photo), *QUICK, "--guidance-scale", "1", "--overwrite", "--out", str(out)
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == ["grid.png", "p000_seed3.png"]
+    assert read_png_metadata(out / "p000_seed3.png")["guidance"] == 1.0
+
+
+def test_never_writes_over_its_face_photo(tmp_path, capsys, face_photo):
+    out = tmp_path / "out"
+    out.mkdir()
+    photo = out / "grid.png"
+    photo.write_bytes(face_photo.read_bytes())
+    code, err = run(capsys, "--face", str(photo), *QUICK, "--out", str(out))
+    assert code == 0, err
+    assert photo.read_bytes() == face_photo.read_bytes()
+    assert (out / "grid-2.png").exists()
+    code, err = run(capsys, "--face", str(photo), *QUICK, "--overwrite", "--out", str(out))
+    assert code == 2 and "one of this run's inputs" in err and str(photo) in err
+    assert photo.read_bytes() == face_photo.read_bytes()
+    assert not (out / "p000_seed3-2.png").exists()  # refused before generating
+
+
+def test_version(capsys):
+    from faceclip import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"faceclip {__version__}"
 
 
 def test_images_do_not_depend_on_the_batch_size(tmp_path, capsys, face_photo):
@@ -79,7 +136,7 @@ def test_images_do_not_depend_on_the_batch_size(tmp_path, capsys, face_photo):
     assert run(capsys, *common, "--batch-size", "1", "--out", str(tmp_path / "one"))[0] == 0
     assert run(capsys, *common, "--batch-size", "2", "--out", str(tmp_path / "two"))[0] == 0
     for k in range(3):
-        name = f"00-{k:02d}-seed{7 + k}.png"
+        name = f"p000_seed{7 + k}.png"
         with Image.open(tmp_path / "one" / name) as a, Image.open(tmp_path / "two" / name) as b:
             diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
         assert diff.max() <= 1, (name, diff.max())  # float sums in a batch may round differently
@@ -119,7 +176,7 @@ def test_thin_face_photo_is_no_face_not_a_crash(tmp_path, capsys):
     code, err = run(
         capsys, "--face", str(photo), "--prompt", "a", "--model", "tiny-random", "--out", str(tmp_path / "o")
     )
-    assert code == 1
+    assert code == 2
     assert "No face found in" in err and "wide.png" in err and "Traceback" not in err
 
 
@@ -131,7 +188,7 @@ def test_unwritable_output_folder(tmp_path, capsys, face_photo):
         capsys, "--face", str(face_photo), "--prompt", "a", "--model", "tiny-random", "--out", str(out)
     )
     assert code != 0
-    assert "cannot write to the output folder" in err and "--out" in err
+    assert code == 2 and "cannot write to the output folder" in err and str(out) in err
 
 
 def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
@@ -149,14 +206,15 @@ def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
     [
         (["--size", "100x64"], "multiples of 8"),
         (["--size", "big"], "HEIGHTxWIDTH"),
-        (["-n", "0"], "at least 1"),
+        (["-n", "0"], "-n must be at least 1"),
         (["--prompt", "  "], "no prompt"),
-        (["--steps", "0"], "--steps must be at least 1; got --steps 0"),
-        (["--steps", "-3"], "--steps must be at least 1"),
-        (["--seed", "99999999999999999999999"], f"--seed must be from 0 to {2**64 - 1}"),
+        (["--steps", "0"], "--steps must be a whole number from 1 to 1000; got 0"),
+        (["--steps", "-3"], "--steps must be a whole number from 1"),
+        (["--guidance-scale", "-1"], "--guidance-scale must be a number from 0 to 100"),
+        (["--seed", "99999999999999999999999"], f"--seed must be from 0 to {MAX_SEED} for 1 image"),
         (["--seed", "-1"], "--seed must be from 0"),
-        (["--seed", str(2**64 - 1), "-n", "2"], f"--seed must be from 0 to {2**64 - 2} with -n 2"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--seed", str(MAX_SEED), "-n", "2"], f"--seed must be from 0 to {MAX_SEED - 1} for 2 image(s)"),
+        (["--batch-size", "0"], "--batch-size must be a whole number from 1"),
         (["--offload", "--device", "cpu"], "the device here is the CPU (--device cpu); drop --offload"),
     ],
 )
@@ -165,14 +223,15 @@ def test_bad_arguments(tmp_path, capsys, face_photo, args, message):
     if "--prompt" not in args:
         base += ["--prompt", "a"]
     code, err = run(capsys, *base, *args)
-    assert code != 0 and message in err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_largest_seed_is_accepted(tmp_path, capsys, face_photo):
     args = ["--face", str(face_photo), "--prompt", "a", "--steps", "1", "--size", "32x32"]
-    code, err = run(capsys, *args, "--model", "tiny-random", "--seed", str(2**64 - 1), "--out", str(tmp_path))
+    code, err = run(capsys, *args, "--model", "tiny-random", "--seed", str(MAX_SEED), "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / f"00-00-seed{2**64 - 1}.png").exists()
+    assert read_png_metadata(tmp_path / f"p000_seed{MAX_SEED}.png")["seed"] == MAX_SEED
 
 
 def test_prompts_file_of_comments_only_is_no_prompt(tmp_path, capsys, face_photo):
@@ -182,7 +241,7 @@ def test_prompts_file_of_comments_only_is_no_prompt(tmp_path, capsys, face_photo
         capsys, "--face", str(face_photo), "--prompts-file", str(prompts), "--model", "tiny-random",
         "--out", str(tmp_path / "out"),
     )  # fmt: skip
-    assert code == 1 and "no prompt given" in err and "'#'" in err
+    assert code == 2 and "no prompt given" in err and "'#'" in err
     assert not (tmp_path / "out").exists()
 
 

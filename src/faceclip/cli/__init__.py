@@ -12,6 +12,9 @@ import importlib
 import logging
 import sys
 
+from faceclip import __version__
+from faceclip.cli._errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CommandError, is_user_error, message_of
+
 # name -> module under faceclip.cli; the order is the order shown by --help.
 COMMANDS = {
     "convert": "convert",
@@ -28,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceclip",
         description="FaceCLIP: identity-preserving image generation from one face photo and a prompt.",
+        epilog="exit codes: 0 done; 1 some of the work failed; 2 bad argument, input file or model "
+        "(nothing done); 130 interrupted.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)")
+    parser.add_argument("--version", action="version", version=f"faceclip {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS.values():
         module = importlib.import_module(f"faceclip.cli.{module_name}")
@@ -51,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.verbose or not is_user_error(error):
+            raise
+        print(f"faceclip {args.command}: error: {message_of(error)}", file=sys.stderr)
+        return getattr(error, "code", EXIT_BAD_INPUT) if isinstance(error, CommandError) else EXIT_BAD_INPUT
 
 
 def _drop_torchvision_fallback_notice(record: logging.LogRecord) -> bool:

@@ -3,9 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+
+from faceclip.cli._errors import CommandError
 
 RELEASED_MODEL = "ByteDance/FaceCLIP"
 """The default ``--model``: the released FaceCLIP-SDXL weights (``faceclip.pipelines.RELEASED_REPO``)."""
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """``--model``: what :func:`faceclip.registry.resolve_model` reads."""
+    parser.add_argument(
+        "--model",
+        default=RELEASED_MODEL,
+        metavar="ID_OR_DIR",
+        help=f"'{RELEASED_MODEL}' (the released weights, default), a hub id or folder saved by the pipeline, "
+        "a folder in the released layout (model/face_clip_encoder.pt and model/unet.pt), or 'tiny-random' "
+        "(random weights: noise, for testing)",
+    )
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """What every image of a run is made with: ``--steps``, ``--guidance-scale``, ``--size``,
+    ``--negative-prompt`` and ``--batch-size``; each defaults to the model's (see
+    :class:`faceclip.generation.GenerationSettings`)."""
+    parser.add_argument(
+        "--steps", type=int, metavar="N", help="denoising steps (default: the model's, 50 for FaceCLIP-SDXL)"
+    )
+    parser.add_argument(
+        "--guidance-scale",
+        "--guidance",
+        dest="guidance_scale",
+        type=float,
+        metavar="G",
+        help="classifier-free guidance scale (default: the model's, 5.0 for FaceCLIP-SDXL)",
+    )
+    parser.add_argument(
+        "--size",
+        metavar="HxW",
+        help="image height x width, multiples of 8 (default: the model's, 1152x864 for FaceCLIP-SDXL; "
+        "72x56 for tiny-random)",
+    )
+    parser.add_argument(
+        "--negative-prompt", metavar="TEXT", help="negative prompt (default: the model's; '' for none)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=4, metavar="B",
+        help="images of one prompt denoised together (default 4; lower it if memory runs out); "
+        "each image keeps its own seed, so the images do not depend on it",
+    )  # fmt: skip
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace files of an earlier run instead of writing beside them."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files an earlier run left in the output folder (default: keep them; new files get "
+        "a -2, -3, ... suffix); input files are never written over",
+    )
 
 
 def add_base_model_option(parser: argparse.ArgumentParser) -> None:
@@ -29,3 +86,29 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="auto", help="auto (bf16 on an accelerator, fp32 on the CPU), fp32, bf16, fp16"
     )
+
+
+SETTINGS_OPTIONS = {
+    "prompts": "--prompt",
+    "seeds": "--seed",
+    "num_images": "-n",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance-scale",
+    "height": "--size (height)",
+    "width": "--size (width)",
+    "batch_size": "--batch-size",
+    "negative_prompt": "--negative-prompt",
+}
+"""The option of each :class:`faceclip.generation.GenerationSettings` field, for error messages."""
+
+
+@contextlib.contextmanager
+def settings_errors_as_options(options: dict[str, str] | None = None) -> Iterator[None]:
+    """Report a :class:`faceclip.generation.SettingsError` under the option's name (``--steps must be ...``)."""
+    from faceclip.generation import SettingsError
+
+    try:
+        yield
+    except SettingsError as error:
+        names = {**SETTINGS_OPTIONS, **(options or {})}
+        raise CommandError(f"{names.get(error.field, error.field)} {error.reason}") from None

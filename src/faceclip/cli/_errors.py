@@ -1,0 +1,54 @@
+"""The command line's one error style and its exit codes.
+
+Every sub-command reports a problem the user can fix as ``faceclip <command>: error: <message>`` on stderr,
+without a traceback, and exits with one of:
+
+- ``0`` (:data:`EXIT_OK`): done;
+- ``1`` (:data:`EXIT_FAILED`): the command ran but some of its work failed (a photo without a face in a batch,
+  an identity that could not be scored with ``--strict``, a training run that diverged);
+- ``2`` (:data:`EXIT_BAD_INPUT`): nothing was done because an argument, an input file or a model is wrong or
+  missing (argparse's usage errors use 2 as well);
+- ``130`` (:data:`EXIT_INTERRUPTED`): stopped with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A problem the user can fix, raised by a sub-command; :func:`faceclip.cli.main` prints it.
+
+    Args:
+        message: what was wrong and what to do, naming the option or file.
+        code: the exit code (:data:`EXIT_BAD_INPUT` unless the work itself failed).
+    """
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def is_user_error(error: BaseException) -> bool:
+    """True for errors that describe the user's input: the library's own value and file errors, and OS errors
+    about a named file (a photo that cannot be read, an output folder without write permission)."""
+    if isinstance(error, CommandError):
+        return True
+    ours = type(error).__module__.startswith("faceclip.")
+    if ours and isinstance(error, (ValueError, LookupError, OSError)):
+        return True
+    return isinstance(error, OSError) and error.filename is not None
+
+
+def message_of(error: BaseException) -> str:
+    """The one-line text shown for ``error``."""
+    if (
+        isinstance(error, OSError)
+        and error.filename is not None
+        and not type(error).__module__.startswith("faceclip.")
+    ):
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
