@@ -106,6 +106,9 @@ class GenerationSettings:
             pipe: the loaded pipeline: its family's defaults, and its ``default_size`` (from the denoiser).
         """
         settings = self.validate()
+        names = ("negative_prompt", "num_inference_steps", "guidance_scale", "height", "width")
+        if all(getattr(settings, name) is not None for name in names):
+            return settings
         from faceclip.registry import family_of
 
         defaults = family_of(pipe).defaults

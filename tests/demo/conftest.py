@@ -56,8 +56,12 @@ class FakePipeline:
             raise self.fails_with
         for step in range(kwargs["num_inference_steps"]):
             kwargs["callback_on_step_end"](self, step, 999 - step, {})
-        value = int(torch.randint(0, 256, (1,), generator=kwargs["generator"]))
-        return SimpleNamespace(images=[Image.new("RGB", (kwargs["width"], kwargs["height"]), (value, 0, 0))])
+        generators = kwargs["generator"]
+        generators = generators if isinstance(generators, list) else [generators]
+        assert len(generators) == kwargs["num_images_per_prompt"]
+        values = [int(torch.randint(0, 256, (1,), generator=g)) for g in generators]
+        size = (kwargs["width"], kwargs["height"])
+        return SimpleNamespace(images=[Image.new("RGB", size, (value, 0, 0)) for value in values])
 
 
 @pytest.fixture

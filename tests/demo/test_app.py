@@ -11,7 +11,7 @@ from conftest import FakePipeline
 
 gr = pytest.importorskip("gradio")
 
-from faceclip.demo import DemoConfig, GenerationSettings, create_demo  # noqa: E402
+from faceclip.demo import DemoConfig, FormValues, create_demo  # noqa: E402
 from faceclip.outputs import read_png_metadata  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def config(tmp_path):
     return DemoConfig(
         output_dir=tmp_path / "out",
         model_name="fake",
-        defaults=GenerationSettings(prompt="a photo", num_images=2, steps=2, width=64, height=64),
+        defaults=FormValues(prompt="a photo", num_images=2, steps=2, width=64, height=64),
         queue_size=5,
     )
 

@@ -12,7 +12,8 @@ from PIL import Image
 import faceclip
 from conftest import FakePipeline
 from faceclip.demo import handlers
-from faceclip.demo.handlers import DemoError, GenerationSettings
+from faceclip.demo.handlers import DemoError, FormValues
+from faceclip.generation import MAX_SEED, random_seed
 from faceclip.outputs import read_png_metadata
 
 
@@ -62,7 +63,7 @@ def test_read_photo_refuses_a_decompression_bomb_from_its_header(tmp_path):
 
 def test_prepare_face_draws_the_detection(fake_pipe, photo_path):
     photo = handlers.read_photo(photo_path)
-    preview = handlers.prepare_face(fake_pipe, photo)
+    preview = handlers.preview_face(fake_pipe, photo)
     assert preview.aligned.size == (448, 448)
     assert preview.annotated.size == photo.size  # smaller than display_size: not rescaled
     assert preview.annotated.getpixel((10, 30)) != photo.getpixel((10, 30))  # left edge of the box
@@ -79,21 +80,21 @@ def test_draw_detection_scales_large_photos():
 
 def test_prepare_face_without_a_face_says_so(photo_path):
     with pytest.raises(DemoError, match="No face found"):
-        handlers.prepare_face(FakePipeline(num_faces=0), handlers.read_photo(photo_path))
+        handlers.preview_face(FakePipeline(num_faces=0), handlers.read_photo(photo_path))
 
 
 def test_prepare_face_picks_among_several_faces(tmp_path):
     pipe = FakePipeline(num_faces=3)
     photo = Image.new("RGB", (200, 80), (0, 0, 0))
-    first = handlers.prepare_face(pipe, photo)
+    first = handlers.preview_face(pipe, photo)
     assert (first.num_faces, first.face_index) == (3, 0)
     assert "3 faces found; using face 1" in first.message
-    third = handlers.prepare_face(pipe, photo, face_index=2)
+    third = handlers.preview_face(pipe, photo, face_index=2)
     assert third.face_index == 2 and third.face.detection is pipe.faces[2]
     assert "using face 3" in third.message
     assert third.annotated.getpixel((10, 40)) == (200, 200, 200)  # face 1: grey, not used
     assert third.annotated.getpixel((130, 40))[1] == 220  # face 3: green
-    assert handlers.prepare_face(pipe, photo, face_index=7).face_index == 0  # stale choice: the largest
+    assert handlers.preview_face(pipe, photo, face_index=7).face_index == 0  # stale choice: the largest
 
 
 @pytest.mark.parametrize(
@@ -111,38 +112,42 @@ def test_prepare_face_picks_among_several_faces(tmp_path):
     ],
 )
 def test_settings_validation_names_the_field(change, message):
-    settings = GenerationSettings(**{"prompt": "a photo", **change})
+    form = FormValues(**{"prompt": "a photo", **change})
     with pytest.raises(DemoError, match=message):
-        settings.validate(max_images=4)
+        form.to_settings(max_images=4)
 
 
 def test_settings_validation_cleans_values():
-    settings = GenerationSettings(
-        prompt="  a photo ", negative_prompt=None, num_images=2.0, steps=3.0, seed=7.0
-    )
-    clean = settings.validate()
-    assert clean.prompt == "a photo" and clean.negative_prompt == ""
-    assert (clean.num_images, clean.steps, clean.seed) == (2, 3, 7)
-    assert all(isinstance(v, int) for v in (clean.num_images, clean.steps, clean.seed))
+    form = FormValues(prompt="  a photo ", negative_prompt=None, num_images=2.0, steps=3.0, seed=7.0)
+    settings = form.to_settings()
+    assert settings.prompts == ("a photo",) and settings.negative_prompt == ""
+    assert settings.seeds == (7, 8) and settings.num_inference_steps == 3
+    assert all(isinstance(v, int) for v in (*settings.seeds, settings.num_inference_steps))
 
 
-def test_parse_size():
-    assert handlers.parse_size("Portrait 864×1152") == (864, 1152)
-    assert handlers.parse_size("Custom 320x256") == (320, 256)
+def test_the_last_seeds_do_not_wrap():
+    assert FormValues("a", num_images=2, seed=MAX_SEED - 1).to_settings().seeds == (MAX_SEED - 1, MAX_SEED)
+    with pytest.raises(DemoError, match=f"seed can be at most {MAX_SEED - 2}"):
+        FormValues("a", num_images=3, seed=MAX_SEED - 1).to_settings()
+
+
+def test_size_from_label():
+    assert handlers.size_from_label("Portrait 864×1152") == (864, 1152)
+    assert handlers.size_from_label("Custom 320x256") == (320, 256)
     with pytest.raises(DemoError, match="Unknown image size"):
-        handlers.parse_size("huge")
+        handlers.size_from_label("huge")
 
 
 def test_random_seed_in_range():
-    seeds = {handlers.random_seed() for _ in range(20)}
-    assert len(seeds) > 1 and all(0 <= s <= handlers.MAX_SEED for s in seeds)
+    seeds = {random_seed() for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= s <= MAX_SEED for s in seeds)
 
 
 def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_path):
-    face = handlers.prepare_face(fake_pipe, handlers.read_photo(photo_path)).face
-    settings = GenerationSettings(
-        prompt="a photo", num_images=3, steps=2, seed=handlers.MAX_SEED, width=320, height=256
-    )
+    face = handlers.preview_face(fake_pipe, handlers.read_photo(photo_path)).face
+    settings = FormValues(
+        prompt="a photo", num_images=3, steps=2, seed=MAX_SEED - 2, width=320, height=256
+    ).to_settings()
     progress = []
     paths = list(
         handlers.generate_images(
@@ -156,7 +161,7 @@ def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_pat
     )
     assert len(paths) == 3 and len(set(paths)) == 3
     seeds = [read_png_metadata(p)["seed"] for p in paths]
-    assert seeds == [handlers.MAX_SEED, 0, 1]  # one seed per image, wrapping around
+    assert seeds == [MAX_SEED - 2, MAX_SEED - 1, MAX_SEED]  # one seed per image
     meta = read_png_metadata(paths[0])
     assert meta["prompt"] == "a photo" and meta["model"] == "fake"
     assert (meta["size"], meta["steps"], meta["guidance"]) == ("256x320", 2, 5.0)
@@ -164,21 +169,21 @@ def test_generate_images_saves_pngs_with_metadata(fake_pipe, photo_path, tmp_pat
         assert image.format == "PNG" and image.size == (320, 256)
     # Each call: one image, its own seeded generator, the prepared face tensor, the user's settings.
     call = fake_pipe.calls[0]
-    assert call["num_images_per_prompt"] == 1 and call["face_image"] is face.tensor
+    assert call["num_images_per_prompt"] == 1 and call["face_image"] is face
     assert call["guidance_scale"] == 5.0 and call["negative_prompt"] == settings.negative_prompt
     assert [f for f, _ in progress] == pytest.approx([i / 6 for i in range(1, 7)])
     assert progress[-1][1] == "Image 3/3, step 2/2"
 
 
 def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo_path, tmp_path):
-    from faceclip.cli.generate import sha256_file
+    from faceclip.outputs import file_sha256
 
-    preview = handlers.prepare_face(fake_pipe, handlers.read_photo(photo_path), face_index=0)
+    preview = handlers.preview_face(fake_pipe, handlers.read_photo(photo_path), face_index=0)
     chosen = handlers.choose_face(preview, photo_path, "my photo.jpg")
-    settings = GenerationSettings("a photo", negative_prompt="blurry", num_images=1, steps=3, guidance_scale=4.5,
-                                  seed=42, width=320, height=256)  # fmt: skip
+    settings = FormValues("a photo", negative_prompt="blurry", num_images=1, steps=3, guidance_scale=4.5,
+                          seed=42, width=320, height=256).to_settings()  # fmt: skip
     [path] = handlers.generate_images(fake_pipe, chosen, settings, tmp_path, model_name="m")
-    assert fake_pipe.calls[0]["face_image"] is preview.face.tensor
+    assert fake_pipe.calls[0]["face_image"] is preview.face
     # The same keys as `faceclip generate` writes, so the image can be made again with it:
     # faceclip generate --face PHOTO --prompt ... --negative-prompt ... --seed --steps --guidance --size ...
     assert read_png_metadata(path) == {
@@ -190,7 +195,7 @@ def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo
         "size": "256x320",
         "model": "m",
         "face_file": "my photo.jpg",
-        "face_sha256": sha256_file(photo_path),
+        "face_sha256": file_sha256(photo_path),
         "face_index": 0,
         "scheduler": "FakeScheduler",
         "dtype": "float32",
@@ -198,43 +203,31 @@ def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo
     }
 
 
-def test_requests_in_the_same_second_with_the_same_seed_keep_both_files(fake_pipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(handlers.time, "strftime", lambda fmt: "20260101-120000")  # one and the same second
+def test_requests_with_the_same_seed_keep_both_files(fake_pipe, tmp_path):
     face = fake_pipe.prepare_face(None)
-    first = list(
-        handlers.generate_images(fake_pipe, face, GenerationSettings("one", steps=1, seed=7), tmp_path)
-    )
-    second = list(
-        handlers.generate_images(fake_pipe, face, GenerationSettings("two", steps=1, seed=7), tmp_path)
-    )
-    assert len({*first, *second}) == 4 and sorted(tmp_path.glob("*.png")) == sorted({*first, *second})
-    assert [read_png_metadata(p)["prompt"] for p in first + second] == ["one", "one", "two", "two"]
-    assert all(p.name.startswith("faceclip-20260101-120000-") for p in first + second)
 
-    monkeypatch.setattr(handlers.secrets, "token_hex", lambda n: "abcdef")  # even the same request name
-    again = list(
-        handlers.generate_images(fake_pipe, face, GenerationSettings("3", steps=1, seed=7), tmp_path)
-    )
-    redo = list(handlers.generate_images(fake_pipe, face, GenerationSettings("4", steps=1, seed=7), tmp_path))
-    assert [p.name for p in again + redo] == [
-        "faceclip-20260101-120000-abcdef-seed7.png",
-        "faceclip-20260101-120000-abcdef-seed8.png",
-        "faceclip-20260101-120000-abcdef-seed7-2.png",
-        "faceclip-20260101-120000-abcdef-seed8-2.png",
-    ]
-    assert len(list(tmp_path.glob("*.png"))) == 8
+    def request(prompt: str) -> list[Path]:
+        settings = FormValues(prompt, steps=1, seed=7).to_settings()
+        return list(handlers.generate_images(fake_pipe, face, settings, tmp_path))
+
+    first, second = request("one"), request("two")
+    assert [p.name for p in first + second] == [
+        "p000_seed7.png", "p000_seed8.png", "p000_seed7-2.png", "p000_seed8-2.png"
+    ]  # fmt: skip
+    assert [read_png_metadata(p)["prompt"] for p in first + second] == ["one", "one", "two", "two"]
+    assert len(list(tmp_path.glob("*.png"))) == 4
 
 
 def test_generate_images_is_reproducible_per_seed(fake_pipe, photo_path, tmp_path):
     face = fake_pipe.prepare_face(None)
     first = list(
         handlers.generate_images(
-            fake_pipe, face, GenerationSettings("p", num_images=2, steps=1, seed=5), tmp_path
+            fake_pipe, face, FormValues("p", num_images=2, steps=1, seed=5).to_settings(), tmp_path
         )
     )
     again = list(
         handlers.generate_images(
-            fake_pipe, face, GenerationSettings("p", num_images=1, steps=1, seed=6), tmp_path
+            fake_pipe, face, FormValues("p", num_images=1, steps=1, seed=6).to_settings(), tmp_path
         )
     )
     with Image.open(first[1]) as a, Image.open(again[0]) as b:
@@ -253,9 +246,9 @@ def test_a_demo_image_is_made_again_by_faceclip_generate_from_its_metadata(tmp_p
     photo = Path(__file__).parents[1] / "data" / "faces" / "astronaut.png"
     pipe = load_pipeline("tiny-random").to("cpu")
     pipe.set_progress_bar_config(disable=True)
-    preview = handlers.prepare_face(pipe, handlers.read_photo(photo))
-    settings = GenerationSettings("a photo of a person", negative_prompt="blurry", num_images=2, steps=2,
-                                  guidance_scale=4.0, seed=3, width=64, height=96)  # fmt: skip
+    preview = handlers.preview_face(pipe, handlers.read_photo(photo))
+    settings = FormValues("a photo of a person", negative_prompt="blurry", num_images=2, steps=2,
+                          guidance_scale=4.0, seed=3, width=64, height=96).to_settings()  # fmt: skip
     chosen = handlers.choose_face(preview, photo, photo.name)
     other_png, demo_png = handlers.generate_images(
         pipe, chosen, settings, tmp_path / "demo", model_name="tiny-random"
@@ -267,7 +260,7 @@ def test_a_demo_image_is_made_again_by_faceclip_generate_from_its_metadata(tmp_p
                str(meta["guidance"]), "--size", meta["size"], "--model", meta["model"], "--face-index",
                str(meta["face_index"]), "--device", "cpu", "--dtype", "fp32", "--out", str(tmp_path / "cli")]  # fmt: skip
     assert main(command) == 0
-    [cli_png] = (tmp_path / "cli").glob("00-00-seed*.png")
+    [cli_png] = (tmp_path / "cli").glob("p000_seed*.png")
     assert read_png_metadata(cli_png) == meta
     demo, cli, other = (np.asarray(Image.open(p), dtype=np.int16) for p in (demo_png, cli_png, other_png))
     assert np.abs(demo - cli).max() <= 1 and np.abs(demo - other).max() > 10  # same seed alike, others not

@@ -8,6 +8,6 @@ Example:
 """
 
 from faceclip.demo.app import DemoConfig, create_demo, launch_demo
-from faceclip.demo.handlers import DemoError, GenerationSettings
+from faceclip.demo.handlers import DemoError, FormValues
 
-__all__ = ["DemoConfig", "DemoError", "GenerationSettings", "create_demo", "launch_demo"]
+__all__ = ["DemoConfig", "DemoError", "FormValues", "create_demo", "launch_demo"]

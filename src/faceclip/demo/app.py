@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceclip.demo import handlers
-from faceclip.demo.handlers import DemoError, GenerationSettings
+from faceclip.demo.handlers import DemoError, FormValues
+from faceclip.generation import MAX_SEED, random_seed
 from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,11 +34,11 @@ FACE_HINT = "Upload a photo with one clearly visible face (JPEG, PNG or WebP)."
 _CSS = "#face-info { min-height: 2.5em; }"
 
 
-def default_settings() -> GenerationSettings:
+def default_settings() -> FormValues:
     """The form's starting values: the released model's negative prompt, guidance and portrait size."""
     from faceclip.pipelines.sdxl.family import DEFAULTS
 
-    return GenerationSettings(
+    return FormValues(
         prompt=handlers.EXAMPLE_PROMPTS[0],
         negative_prompt=DEFAULTS.negative_prompt,
         num_images=2,
@@ -67,7 +68,7 @@ class DemoConfig:
 
     output_dir: Path = Path("outputs/demo")
     model_name: str = ""
-    defaults: GenerationSettings = field(default_factory=default_settings)
+    defaults: FormValues = field(default_factory=default_settings)
     max_images: int = 4
     max_steps: int = 100
     queue_size: int = 16
@@ -117,7 +118,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
             return None, None, None, FACE_HINT, no_choice
         try:
             face_index = int(choice) - 1 if choice else None
-            preview = handlers.prepare_face(pipe, handlers.read_photo(path), face_index=face_index)
+            preview = handlers.preview_face(pipe, handlers.read_photo(path), face_index=face_index)
             chosen = handlers.choose_face(preview, path, _payload_name(payload))  # photo's name and SHA-256
         except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
             logger.info("photo refused: %s", error)
@@ -144,8 +145,8 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
             yield gr.skip(), gr.skip()
             return
         try:
-            width, height = handlers.parse_size(size)
-            settings = GenerationSettings(
+            width, height = handlers.size_from_label(size)
+            settings = FormValues(
                 prompt=prompt,
                 negative_prompt=negative_prompt,
                 num_images=num_images,
@@ -154,7 +155,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
                 seed=seed,
                 width=width,
                 height=height,
-            ).validate(max_images=config.max_images, max_steps=config.max_steps)
+            ).to_settings(max_images=config.max_images, max_steps=config.max_steps)
         except DemoError as error:
             gr.Warning(str(error), title="Check the settings")
             yield gr.skip(), gr.skip()
@@ -227,7 +228,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
                             value=defaults.seed,
                             precision=0,
                             minimum=0,
-                            maximum=handlers.MAX_SEED,
+                            maximum=MAX_SEED,
                             label="Seed",
                             scale=4,
                             elem_id="seed",
@@ -274,7 +275,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
             concurrency_id="face",
             concurrency_limit=1,
         )
-        randomise.click(handlers.random_seed, outputs=seed, queue=False, show_progress="hidden")
+        randomise.click(random_seed, outputs=seed, queue=False, show_progress="hidden")
         generate.click(
             on_generate,
             inputs=[face_state, prompt, negative, num_images, steps, guidance, seed, size],

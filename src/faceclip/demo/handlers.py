@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,14 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from faceclip.outputs import file_sha256, generation_metadata, save_png
+from faceclip.generation import (
+    MAX_SEED,
+    FaceReference,
+    GenerationSettings,
+    OutputFolder,
+    SettingsError,
+    consecutive_seeds,
+)
+from faceclip.generation import (
+    generate_images as generate,
+)
 
 logger = logging.getLogger(__name__)
-
-MAX_SEED = 2**32 - 1
 MAX_PHOTO_PIXELS = 40_000_000
 """Photos with more pixels than this (e.g. 8000 x 5000) are refused before they are decoded."""
 
@@ -82,31 +87,19 @@ class FacePreview:
     face_index: int = 0
 
 
-@dataclass(frozen=True)
-class ChosenFace:
-    """A prepared face and the photo it came from, recorded in each PNG so the image can be reproduced.
+def choose_face(preview: FacePreview, path: str | os.PathLike, file_name: str | None = None) -> FaceReference:
+    """The face of ``preview`` with the facts about its photo file (``path``) that the metadata records.
 
-    Attributes:
-        face: the pipeline's ``PreparedFace`` (``FacePreview.face``).
-        file_name: the photo's file name as uploaded (``face_file`` in the metadata).
-        sha256: SHA-256 of the photo file (``face_sha256``), as ``faceclip generate`` records it.
-        face_index: which face of the photo, largest first (``face_index``; ``faceclip generate --face-index``).
+    ``file_name`` is the name the photo was uploaded under (the server's copy has another).
     """
+    from faceclip.outputs import file_sha256
 
-    face: Any
-    file_name: str | None = None
-    sha256: str | None = None
-    face_index: int | None = None
-
-
-def choose_face(preview: FacePreview, path: str | os.PathLike, file_name: str | None = None) -> ChosenFace:
-    """The face of ``preview`` with the facts about its photo file (``path``) that the metadata records."""
-    return ChosenFace(preview.face, file_name or Path(path).name, file_sha256(path), preview.face_index)
+    return FaceReference(preview.face, file_name or Path(path).name, file_sha256(path), preview.face_index)
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """Everything the page sends to generate images; :meth:`validate` checks it like a form."""
+class FormValues:
+    """What the page's form sends, as the widgets give it (numbers may be floats or ``None``)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -117,44 +110,44 @@ class GenerationSettings:
     width: int = 864
     height: int = 1152
 
-    def validate(self, max_images: int = 4, max_steps: int = 100) -> GenerationSettings:
-        """Return a cleaned copy (stripped prompts, ints for the integer fields) or raise :class:`DemoError`."""
+    def to_settings(self, max_images: int = 4, max_steps: int = 100) -> GenerationSettings:
+        """The generation settings of this form (one image at a time, seeds ``seed, seed + 1, ...``).
+
+        Raises:
+            DemoError: a value is out of the form's range, in words for the page.
+        """
         prompt = (self.prompt or "").strip()
         if not prompt:
             raise DemoError("Type a prompt first, e.g. “a portrait photo of a person in a garden”.")
-        values = {
-            "number of images": (self.num_images, 1, max_images),
-            "steps": (self.steps, 1, max_steps),
-            "seed": (self.seed, 0, MAX_SEED),
-        }
-        ints = {}
-        for name, (value, low, high) in values.items():
-            if value is None or not float(value).is_integer() or not low <= value <= high:
-                raise DemoError(f"The {name} must be a whole number from {low} to {high}; got {value}.")
-            ints[name] = int(value)
+        limits = {"number of images": (self.num_images, 1, max_images), "steps": (self.steps, 1, max_steps),
+                  "seed": (self.seed, 0, MAX_SEED)}  # fmt: skip
+        ints = {name: _whole_number(name, *limit) for name, limit in limits.items()}
         if self.guidance_scale is None or not 0.0 <= float(self.guidance_scale) <= 30.0:
             raise DemoError(f"The guidance scale must be between 0 and 30; got {self.guidance_scale}.")
         for name, value in (("width", self.width), ("height", self.height)):
             if value is None or int(value) % 8 or not 64 <= int(value) <= 2048:
                 raise DemoError(f"The image {name} must be a multiple of 8 from 64 to 2048; got {value}.")
+        try:
+            seeds = consecutive_seeds(ints["seed"], ints["number of images"])
+        except SettingsError:
+            last = MAX_SEED - ints["number of images"] + 1
+            raise DemoError(
+                f"With {ints['number of images']} images the seed can be at most {last}."
+            ) from None
         return GenerationSettings(
-            prompt=prompt,
-            negative_prompt=(self.negative_prompt or "").strip(),
-            num_images=ints["number of images"],
-            steps=ints["steps"],
-            guidance_scale=float(self.guidance_scale),
-            seed=ints["seed"],
-            width=int(self.width),
-            height=int(self.height),
-        )
+            prompts=(prompt,), seeds=seeds, negative_prompt=(self.negative_prompt or "").strip(),
+            num_inference_steps=ints["steps"], guidance_scale=float(self.guidance_scale),
+            height=int(self.height), width=int(self.width), batch_size=1,
+        ).validate()  # fmt: skip
 
 
-def random_seed() -> int:
-    """A fresh seed in ``[0, MAX_SEED]``."""
-    return random.randint(0, MAX_SEED)
+def _whole_number(name: str, value, low: int, high: int) -> int:
+    if value is None or not float(value).is_integer() or not low <= value <= high:
+        raise DemoError(f"The {name} must be a whole number from {low} to {high}; got {value}.")
+    return int(value)
 
 
-def parse_size(label: str) -> tuple[int, int]:
+def size_from_label(label: str) -> tuple[int, int]:
     """``"Portrait 864×1152"`` (a key of :data:`SIZES`) or ``"864x1152"`` -> ``(width, height)``."""
     if label in SIZES:
         return SIZES[label]
@@ -201,7 +194,7 @@ def _too_large(max_pixels: int, size: str = "") -> str:
     )
 
 
-def prepare_face(
+def preview_face(
     pipe: DemoPipeline, photo: Image.Image, face_index: int | None = None, display_size: int = 768
 ) -> FacePreview:
     """Detect and align a face in ``photo`` with the pipeline's own face analyzer.
@@ -266,87 +259,40 @@ ProgressCallback = Callable[[float, str], None]
 
 def generate_images(
     pipe: DemoPipeline,
-    face: Any,
+    face: FaceReference | Any,
     settings: GenerationSettings,
     output_dir: str | os.PathLike,
     *,
     model_name: str = "",
     on_progress: ProgressCallback | None = None,
 ) -> Iterator[Path]:
-    """Generate ``settings.num_images`` images one by one and save each as a PNG carrying its settings.
-
-    Image ``i`` uses seed ``settings.seed + i`` (wrapping at :data:`MAX_SEED`), so any single image can be
-    reproduced from its own metadata with one image per prompt. The metadata has the keys ``faceclip generate``
-    writes (prompt, negative_prompt, seed, steps, guidance, size as ``HxW``, model, face_file, face_sha256,
-    face_index, scheduler, dtype, faceclip_version). Files are named
-    ``faceclip-<date>-<time>-<request>-seed<seed>.png``, ``<request>`` being random per call, so no two requests
-    overwrite each other's files.
+    """Generate the images of ``settings`` one by one with :func:`faceclip.generation.generate_images`, and
+    save each in ``output_dir`` as soon as it is made (names as everywhere: ``p000_seed<seed>.png``, with a
+    ``-2``, ... suffix when an earlier request took the name; nothing is replaced).
 
     Args:
         pipe: the loaded pipeline.
-        face: a :class:`ChosenFace` (from :func:`choose_face`), or the bare prepared face from
-            :func:`prepare_face` (``FacePreview.face``; then the photo is not recorded).
-        settings: validated settings (see :meth:`GenerationSettings.validate`).
+        face: a :class:`~faceclip.generation.FaceReference` (from :func:`choose_face`), or the bare prepared
+            face (``FacePreview.face``; then the photo is not recorded in the metadata).
+        settings: from :meth:`FormValues.to_settings`.
         output_dir: where the PNG files go (created if missing).
         model_name: recorded in the metadata.
         on_progress: called with ``(fraction in [0, 1], description)`` after every denoising step.
 
     Yields:
-        The path of each saved PNG, as soon as it is written.
+        The path of each saved PNG.
     """
-    chosen = face if isinstance(face, ChosenFace) else ChosenFace(face)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    total = settings.num_images * settings.steps
-    prefix = f"faceclip-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    scheduler = getattr(pipe, "scheduler", None)
-    dtype = getattr(pipe, "dtype", None)
-    for index in range(settings.num_images):
-        seed = (settings.seed + index) % (MAX_SEED + 1)
+    reference = face if isinstance(face, FaceReference) else FaceReference(face)
+    folder = OutputFolder(output_dir)
+    steps, count = settings.num_inference_steps, settings.num_images
 
-        def on_step_end(_pipe, step: int, _timestep, callback_kwargs: dict, index: int = index) -> dict:
-            if on_progress is not None:
-                done = min(index * settings.steps + step + 1, total)
-                on_progress(
-                    done / total, f"Image {index + 1}/{settings.num_images}, step {step + 1}/{settings.steps}"
-                )
-            return callback_kwargs
+    def on_step(done: int, total: int) -> None:
+        if on_progress is not None:
+            image, step = divmod(done - 1, steps)
+            on_progress(done / total, f"Image {image + 1}/{count}, step {step + 1}/{steps}")
 
+    started = time.perf_counter()
+    for generated in generate(pipe, reference, settings, model=model_name, on_step=on_step, progress=False):
+        logger.info("image seed %d took %.1f s", generated.seed, time.perf_counter() - started)
         started = time.perf_counter()
-        result = pipe(
-            face_image=chosen.face.tensor,
-            prompt=settings.prompt,
-            negative_prompt=settings.negative_prompt,
-            num_images_per_prompt=1,
-            height=settings.height,
-            width=settings.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pil",
-            callback_on_step_end=on_step_end,
-        )
-        image = result.images[0]
-        logger.info(
-            "image %d/%d (seed %d) took %.1f s",
-            index + 1,
-            settings.num_images,
-            seed,
-            time.perf_counter() - started,
-        )
-        metadata = generation_metadata(  # as `faceclip generate` records it: both tools' images reproduce alike
-            prompt=settings.prompt, negative_prompt=settings.negative_prompt, seed=seed, steps=settings.steps,
-            guidance=settings.guidance_scale, height=settings.height, width=settings.width, model=model_name,
-            face_file=chosen.file_name, face_sha256=chosen.sha256, face_index=chosen.face_index,
-            scheduler=scheduler, dtype=dtype,
-        )  # fmt: skip
-        yield save_png(image, _unused_path(output_dir, f"{prefix}-seed{seed}"), metadata)
-
-
-def _unused_path(folder: Path, stem: str) -> Path:
-    """``folder/stem.png``, or ``folder/stem-2.png``, ... if that name is taken (never overwrite a result)."""
-    path, number = folder / f"{stem}.png", 1
-    while path.exists():
-        number += 1
-        path = folder / f"{stem}-{number}.png"
-    return path
+        yield folder.save(generated)
