@@ -34,7 +34,7 @@ def test_bad_limits_are_refused(capsys):
 
 @pytest.mark.slow  # imports diffusers
 def test_missing_weights_explain_what_to_do(tmp_path, capsys):
-    assert main(["demo", "--model", str(tmp_path / "no-such-model")]) == 1
+    assert main(["demo", "--model", str(tmp_path / "no-such-model")]) == 2
     err = capsys.readouterr().err
     assert "no-such-model" in err and "faceclip demo --model tiny-random" in err
     assert "Traceback" not in err

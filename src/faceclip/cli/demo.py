@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 
-from faceclip.cli._options import RELEASED_MODEL, add_base_model_option, add_device_options
+from faceclip.cli._errors import EXIT_FAILED, CommandError
+from faceclip.cli._options import add_base_model_option, add_device_options, add_model_option
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -24,13 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="serve the web demo (Gradio) on this machine",
-        description="Serve a web page to try FaceCLIP-SDXL: upload a face photo, write a prompt, generate.",
+        description="Serve a web page to try FaceCLIP: upload a face photo, write a prompt, generate.",
     )
-    parser.add_argument(
-        "--model",
-        default=RELEASED_MODEL,
-        help=f"hub id or local folder of the pipeline, or 'tiny-random' to try the page offline (default: {RELEASED_MODEL})",
-    )
+    add_model_option(parser)
     add_base_model_option(parser)
     parser.add_argument(
         "--host",
@@ -43,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_options(parser)
     parser.add_argument(
-        "--output-dir", default="outputs/demo", help="where generated PNGs are saved (default: outputs/demo)"
+        "--out",
+        "--output-dir",
+        dest="output_dir",
+        default="outputs/demo",
+        metavar="DIR",
+        help="where generated PNGs are saved (default: outputs/demo); earlier files are never replaced",
     )
     parser.add_argument("--max-images", type=int, default=4, help="most images per request (default: 4)")
     parser.add_argument(
@@ -54,66 +55,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("max_images", "queue_size"):
-        if getattr(args, name) < 1:
-            print(
-                f"faceclip demo: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.",
-                file=sys.stderr,
-            )
-            return 2
-    if not re.fullmatch(r"\d+\s*(b|kb|mb|gb)", args.max_file_size.strip().lower()):
-        print(
-            f"faceclip demo: --max-file-size must be a number and a unit, e.g. 10mb or 500kb; "
-            f"got {args.max_file_size!r}.",
-            file=sys.stderr,
-        )
-        return 2
-    from dataclasses import replace
+    check_arguments(args)
     from pathlib import Path
 
-    from faceclip.devices import resolve_device, resolve_dtype
-    from faceclip.hub import WeightsNotFoundError
+    from faceclip.demo.app import import_gradio
 
     try:
-        from faceclip.demo import DemoConfig, create_demo, launch_demo
-        from faceclip.demo.app import import_gradio
-        from faceclip.registry import ModelArgumentError, load_pipeline
-
         import_gradio()
     except ImportError as error:
-        print(f"faceclip demo: {error}", file=sys.stderr)
-        return 1
-    try:
-        device = resolve_device(args.device)
-        dtype = resolve_dtype(args.dtype, device)
-    except ValueError as error:
-        print(f"faceclip demo: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from None
+    from faceclip.demo import DemoConfig, create_demo, launch_demo
+    from faceclip.demo.app import default_settings
+    from faceclip.model_family import SourceKind
 
-    try:
-        pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
-    except (WeightsNotFoundError, ModelArgumentError) as error:
-        print(
-            f"faceclip demo: {error}\nTo try the page without weights, run: faceclip demo --model tiny-random",
-            file=sys.stderr,
-        )
-        return 1
-
+    pipe, source = load(args)
     config = DemoConfig(
         output_dir=Path(args.output_dir),
         model_name=args.model,
+        defaults=default_settings(pipe),
         max_images=args.max_images,
         queue_size=args.queue_size,
         max_file_size=args.max_file_size,
-        show_license_notice=args.model != "tiny-random",
+        show_license_notice=source.kind is not SourceKind.TINY,
     )
-    if args.model == "tiny-random":  # random weights make noise; keep the page quick
-        config = replace(config, defaults=replace(config.defaults, steps=4, width=128, height=128))
     if args.host not in LOOPBACK:
         logger.warning("listening on %s: other machines on your network can use this demo", args.host)
     try:
         launch_demo(create_demo(pipe, config), config, host=args.host, port=args.port, share=args.share)
     except OSError as error:  # e.g. the port is taken
-        print(f"faceclip demo: cannot start the server: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot start the server: {error}", EXIT_FAILED) from None
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad limits before anything is loaded."""
+    for name in ("max_images", "queue_size"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if not re.fullmatch(r"\d+\s*(b|kb|mb|gb)", args.max_file_size.strip().lower()):
+        raise CommandError(
+            f"--max-file-size must be a number and a unit, e.g. 10mb or 500kb; got {args.max_file_size!r}."
+        )
+
+
+def load(args: argparse.Namespace):
+    """The pipeline on its device, and what ``--model`` resolved to."""
+    from faceclip.devices import resolve_device, resolve_dtype
+    from faceclip.hub import WeightsNotFoundError
+    from faceclip.registry import load_pipeline, resolve_model
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    try:
+        source = resolve_model(args.model)
+        pipe = load_pipeline(source, base_model=args.base_model, torch_dtype=dtype)
+    except WeightsNotFoundError as error:
+        raise CommandError(
+            f"{error}\nTo try the page without weights, run: faceclip demo --model tiny-random"
+        ) from None
+    return pipe.to(device), source

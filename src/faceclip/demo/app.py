@@ -34,18 +34,21 @@ FACE_HINT = "Upload a photo with one clearly visible face (JPEG, PNG or WebP)."
 _CSS = "#face-info { min-height: 2.5em; }"
 
 
-def default_settings() -> FormValues:
-    """The form's starting values: the released model's negative prompt, guidance and portrait size."""
-    from faceclip.pipelines.sdxl.family import DEFAULTS
+def default_settings(pipe: object | None = None) -> FormValues:
+    """The form's starting values: the family's negative prompt, steps and guidance, and the pipeline's
+    default size (the released portrait size; a small one for tiny components), as every surface uses."""
+    from faceclip.registry import FAMILIES, family_of
 
+    DEFAULTS = family_of(pipe).defaults if pipe is not None else FAMILIES[0].defaults  # noqa: N806
+    height, width = pipe.default_size if pipe is not None else (DEFAULTS.height, DEFAULTS.width)
     return FormValues(
         prompt=handlers.EXAMPLE_PROMPTS[0],
         negative_prompt=DEFAULTS.negative_prompt,
         num_images=2,
-        steps=30,
+        steps=DEFAULTS.num_inference_steps,
         guidance_scale=DEFAULTS.guidance_scale,
-        width=DEFAULTS.width,
-        height=DEFAULTS.height,
+        width=width,
+        height=height,
     )
 
 
