@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceclip.convert import official_key_map
+from faceclip.convert import released_key_map
 from faceclip.hub import WeightsNotFoundError
 from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline, build_tiny_components
 from faceclip.pipelines.sdxl import loading
@@ -38,7 +38,7 @@ def released_encoder_state_dict(encoder) -> dict[str, torch.Tensor]:
         key: torch.cat([ours[name] for name, _ in targets])
         if len(targets) > 1
         else ours[targets[0][0]].clone()
-        for key, targets in official_key_map(dict(encoder.config)).items()
+        for key, targets in released_key_map(dict(encoder.config)).items()
     }
 
 
