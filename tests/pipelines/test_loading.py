@@ -135,7 +135,7 @@ def test_missing_files_are_listed_in_one_error(tmp_path):
 
 
 def test_offline_and_not_cached_says_how_to_download(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFoundError) as error:
         load_pipeline("ByteDance/FaceCLIP", cache_dir=tmp_path / "cache")
@@ -146,7 +146,7 @@ def test_offline_and_not_cached_says_how_to_download(tmp_path, monkeypatch):
 
 
 def test_our_layout_without_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFoundError, match=r"model_index\.json"):
         load_pipeline("someone/faceclip-sdxl-finetune")
