@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             save_png(aligned.image, crop_path, {"faceclip_align": record})
             writing = json_path
             try:
-                write_json(json_path, record)
+                write_text_atomic(json_path, json.dumps(record, indent=2))
             except OSError:
                 crop_path.unlink(missing_ok=True)  # a crop without its geometry is not an output
                 raise
@@ -228,8 +228,3 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
         used.add(stem)
         names[path] = stem
     return names
-
-
-def write_json(path: Path, record: dict) -> None:
-    """Write ``record`` as JSON atomically (temporary file, then rename)."""
-    write_text_atomic(path, json.dumps(record, indent=2))
