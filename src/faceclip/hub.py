@@ -15,8 +15,14 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 def is_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks for the cache only."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when huggingface_hub is in offline mode (``HF_HUB_OFFLINE``, as huggingface_hub itself reads it).
+
+    Only for messages and for callees that do not honour the mode themselves: huggingface_hub's downloads and
+    transformers' ``from_pretrained`` keep to the cache on their own.
+    """
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 _unreachable: str | None = None
@@ -79,9 +85,11 @@ def resolve_file(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     global _unreachable
-    cache_only = is_offline() or _unreachable is not None
-    try:
-        return Path(hf_hub_download(str(source), filename, revision=revision, local_files_only=cache_only))
+    try:  # offline mode is honoured by hf_hub_download; after a connection failure only the cache is searched
+        path = hf_hub_download(
+            str(source), filename, revision=revision, local_files_only=_unreachable is not None
+        )
+        return Path(path)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
         # After one connection failure, later files are looked up in the cache only (no more retries).
         _unreachable = _unreachable or _connection_failure(err)

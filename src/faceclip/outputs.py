@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -97,6 +98,28 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> Path:
             os.replace(tmp, candidate)
         return candidate
     raise FileExistsError(f"no free name left for {path}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` for a writer that wants a name, not a handle; when the block
+    ends without an error, rename what it wrote there (a file or a folder) onto ``path``.
+
+    For writers such as ``safetensors.torch.save_file`` or ``save_pretrained(folder)``. Nothing exists at the
+    yielded path when the block starts. An error (or interruption) removes whatever was written there and leaves
+    ``path`` as it was. The result gets the usual permissions (see :func:`give_usual_permissions`). A folder can
+    only replace a missing ``path`` or an empty folder.
+    """
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp} (meant for {path})")
+        give_usual_permissions(tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def give_usual_permissions(path: str | os.PathLike) -> None:

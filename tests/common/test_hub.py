@@ -1,8 +1,9 @@
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
-from faceclip.hub import WeightsNotFoundError, resolve_file
+from faceclip.hub import WeightsNotFoundError, is_offline, resolve_file
 
 
 def test_local_folder_file_is_found(tmp_path):
@@ -37,9 +38,23 @@ def test_missing_weights_file_with_a_hub_id_shape_is_not_sent_to_the_hub(monkeyp
         resolve_file("ckpt/face_clip_encoder.pt", "model/face_clip_encoder.pt", what="the weights")
 
 
-def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):
+def _offline(monkeypatch, cache: Path, offline: bool = True) -> None:
+    """Offline mode as huggingface_hub sees it (it reads HF_HUB_OFFLINE once, at import), with an empty cache."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+
+def test_is_offline_follows_huggingface_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the variable is read by huggingface_hub, not by us
+    _offline(monkeypatch, tmp_path)
+    assert is_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    _offline(monkeypatch, tmp_path, offline=False)
+    assert not is_offline()
+
+
+def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
     with pytest.raises(WeightsNotFoundError) as err:
         resolve_file("someone/some-model", "model/w.pt", what="the weights")
     text = str(err.value)
@@ -53,7 +68,7 @@ def test_unreachable_hub_is_tried_once_then_only_the_cache(monkeypatch, tmp_path
     import faceclip.hub as hub
 
     monkeypatch.setattr(hub, "_unreachable", None)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _offline(monkeypatch, tmp_path, offline=False)
     calls = []
 
     def fake_download(repo, filename, revision=None, local_files_only=False):

@@ -4,7 +4,7 @@ import stat
 import pytest
 from PIL import Image
 
-from faceclip.outputs import make_grid, read_png_metadata, save_png
+from faceclip.outputs import atomic_path, make_grid, read_png_metadata, save_png
 
 
 def test_save_png_round_trips_metadata_and_uses_normal_permissions(tmp_path):
@@ -62,3 +62,31 @@ def test_writers_at_once_never_share_a_name(tmp_path):
         paths = list(pool.map(write, range(16)))
     assert len(set(paths)) == 16
     assert sorted(read_png_metadata(p)["v"] for p in paths) == list(range(16))
+
+
+def test_atomic_path_renames_a_written_file_or_folder(tmp_path):
+    with atomic_path(tmp_path / "weights.bin") as staging:
+        assert not staging.exists() and staging.parent.parent == tmp_path
+        staging.write_bytes(b"abc")
+    with atomic_path(tmp_path / "model") as staging:
+        staging.mkdir()
+        (staging / "config.json").write_text("{}")
+    assert (tmp_path / "weights.bin").read_bytes() == b"abc"
+    assert (tmp_path / "model" / "config.json").read_text() == "{}"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "model" / "config.json").stat().st_mode) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "weights.bin"]  # no staging left
+
+
+def test_atomic_path_failure_leaves_the_target_untouched(tmp_path):
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_path(target) as staging:
+        staging.write_bytes(b"partial")
+        raise RuntimeError("interrupted")
+    with pytest.raises(FileNotFoundError, match="nothing was written"), atomic_path(target):
+        pass
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]

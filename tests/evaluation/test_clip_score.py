@@ -1,3 +1,4 @@
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -72,8 +73,10 @@ def test_missing_local_folder_gives_a_clear_error(tmp_path):
 
 
 def test_uncached_hub_id_offline_gives_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # read by huggingface_hub at import
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsNotFoundError, match="HF_HUB_OFFLINE"):
         CLIPScorer.from_pretrained("openai/clip-vit-large-patch14")
 

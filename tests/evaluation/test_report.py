@@ -9,6 +9,7 @@ from faceclip.evaluation.report import (
     REPORT_FILES,
     build_report,
     make_contact_sheet,
+    plot_per_prompt,
     render_markdown,
     write_reports,
 )
@@ -64,6 +65,24 @@ def test_write_reports_writes_every_file(scores, tmp_path):
         with Image.open(written[kind]) as image:
             assert image.format == "PNG" and image.width > 100
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+
+def test_a_plot_that_fails_leaves_the_earlier_one(scores, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    report = build_report(scores, [], "opencv-sface", "tiny-clip")
+    path = plot_per_prompt(report, tmp_path / "per_prompt.png")
+    before = path.read_bytes()
+
+    def broken_savefig(self, target, **kwargs):
+        target.write(b"half a PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(OSError, match="disk full"):
+        plot_per_prompt(report, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_markdown_tables(scores):

@@ -85,7 +85,7 @@ def test_thin_images_give_no_face(analyzer, size):
 
 
 def test_implausible_detections_are_recognised():
-    from faceclip.face.detection import plausible
+    from faceclip.face.backend_common import plausible
     from faceclip.face.types import DetectedFace
 
     landmarks = np.array([[40, 40], [60, 40], [50, 50], [42, 60], [58, 60]], dtype=np.float32)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceclip.convert import official_key_map
-from faceclip.models import FaceCLIPEncoder, create_encoder, load_config
+from faceclip.convert import released_key_map
+from faceclip.models import FaceCLIPEncoder, create_encoder, encoder_config
 
 DATA = Path(__file__).parents[1] / "data" / "models"
 
@@ -32,7 +32,7 @@ def read_manifest() -> list[tuple[str, tuple[int, ...], str]]:
     return rows
 
 
-def seeded_official_state_dict(seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
+def seeded_released_state_dict(seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
     """The golden procedure's seeded weights: keys in sorted order, one ``randn`` call per float key."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     state_dict = {}
@@ -45,24 +45,24 @@ def seeded_official_state_dict(seed: int = 0, std: float = 0.02) -> dict[str, to
     return state_dict
 
 
-def to_official_layout(encoder: FaceCLIPEncoder, config: dict) -> dict[str, torch.Tensor]:
+def to_released_layout(encoder: FaceCLIPEncoder, config: dict) -> dict[str, torch.Tensor]:
     """Our weights written back in the released key layout (dead keys filled with noise)."""
     ours = encoder.state_dict()
-    official = {}
-    for key, targets in official_key_map(config).items():
-        official[key] = torch.cat([ours[t] for t, _ in targets]) if len(targets) > 1 else ours[targets[0][0]]
+    released = {}
+    for key, targets in released_key_map(config).items():
+        released[key] = torch.cat([ours[t] for t, _ in targets]) if len(targets) > 1 else ours[targets[0][0]]
     for branch in ("face_clip_l", "face_clip_g"):
         d = 32 if branch == "face_clip_l" else 48
         last = config["branch_l_config"]["fuser"]["layers"] - 1
-        official[f"{branch}.face_encoder.mask_token"] = torch.randn(1, 1, 32)
-        official[f"{branch}.fuser.enc_output.weight"] = torch.randn(d, d)
-        official[f"{branch}.fuser.enc_output.bias"] = torch.randn(d)
-        official[f"{branch}.fuser.enc_output_norm.weight"] = torch.randn(d)
-        official[f"{branch}.fuser.enc_output_norm.bias"] = torch.randn(d)
-        official[f"{branch}.fuser.encoder.layers.{last}.norm1.weight"] = torch.randn(d)
-        official[f"{branch}.fuser.encoder.fusion_layers.{last}.gamma_v"] = torch.randn(d)
-        official[f"{branch}.fuser.encoder.fusion_layers.{last}.attn.out_v_proj.weight"] = torch.randn(d, 32)
-    return official
+        released[f"{branch}.face_encoder.mask_token"] = torch.randn(1, 1, 32)
+        released[f"{branch}.fuser.enc_output.weight"] = torch.randn(d, d)
+        released[f"{branch}.fuser.enc_output.bias"] = torch.randn(d)
+        released[f"{branch}.fuser.enc_output_norm.weight"] = torch.randn(d)
+        released[f"{branch}.fuser.enc_output_norm.bias"] = torch.randn(d)
+        released[f"{branch}.fuser.encoder.layers.{last}.norm1.weight"] = torch.randn(d)
+        released[f"{branch}.fuser.encoder.fusion_layers.{last}.gamma_v"] = torch.randn(d)
+        released[f"{branch}.fuser.encoder.fusion_layers.{last}.attn.out_v_proj.weight"] = torch.randn(d, 32)
+    return released
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +76,7 @@ def _one_thread():
 
 @pytest.fixture
 def tiny_config() -> dict:
-    return load_config("faceclip-tiny")
+    return encoder_config("faceclip-tiny")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Parity with the released encoder: seeded weights in the released layout vs golden outputs.
 
 The golden outputs were produced by the released ``FaceCLIP_L_G_Wrapper`` (fp32, CPU) with weights drawn by
-the seeded procedure in ``conftest.seeded_official_state_dict``. Builds the full-size model (~7 GB of RAM).
+the seeded procedure in ``conftest.seeded_released_state_dict``. Builds the full-size model (~7 GB of RAM).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from faceclip.models import FaceCLIPEncoder
 
-from .conftest import DATA, seeded_official_state_dict
+from .conftest import DATA, seeded_released_state_dict
 
 FACE_SIZES = {"A": 112, "C": 448}
 
@@ -59,7 +59,7 @@ def check_seeded_checksums(state_dict: dict[str, torch.Tensor]) -> int:
 @pytest.mark.slow
 def test_parity_with_released_encoder():
     torch.set_num_threads(os.cpu_count() or 1)  # the full-size model wants every core (reset after the test)
-    state_dict = seeded_official_state_dict(seed=0)
+    state_dict = seeded_released_state_dict(seed=0)
     assert check_seeded_checksums(state_dict) == 10
     encoder = FaceCLIPEncoder.from_official(state_dict)  # tensors are taken over, not copied
     del state_dict

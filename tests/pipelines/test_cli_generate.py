@@ -192,7 +192,7 @@ def test_unwritable_output_folder(tmp_path, capsys, face_photo):
 
 
 def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("FACECLIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     code, err = run(capsys, "--face", str(face_photo), "--prompt", "a", "--out", str(tmp_path / "out"))

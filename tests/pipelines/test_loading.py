@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceclip.convert import official_key_map
+from faceclip.convert import released_key_map
 from faceclip.hub import WeightsNotFoundError
 from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline, build_tiny_components
 from faceclip.pipelines.sdxl import loading
@@ -38,7 +38,7 @@ def released_encoder_state_dict(encoder) -> dict[str, torch.Tensor]:
         key: torch.cat([ours[name] for name, _ in targets])
         if len(targets) > 1
         else ours[targets[0][0]].clone()
-        for key, targets in official_key_map(dict(encoder.config)).items()
+        for key, targets in released_key_map(dict(encoder.config)).items()
     }
 
 
@@ -135,7 +135,7 @@ def test_missing_files_are_listed_in_one_error(tmp_path):
 
 
 def test_offline_and_not_cached_says_how_to_download(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFoundError) as error:
         load_pipeline("ByteDance/FaceCLIP", cache_dir=tmp_path / "cache")
@@ -146,7 +146,7 @@ def test_offline_and_not_cached_says_how_to_download(tmp_path, monkeypatch):
 
 
 def test_our_layout_without_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFoundError, match=r"model_index\.json"):
         load_pipeline("someone/faceclip-sdxl-finetune")

@@ -51,12 +51,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from faceclip.face import LANDMARK_NAMES, FaceAnalyzer, ImageLoadError, NoFaceFoundError
+    setup = prepare(args)
+    if isinstance(setup, int):
+        return setup
+    analyzer, inputs, missing = setup
+    for path in missing:
+        print(f"faceclip align: skipped '{path}': file not found", file=sys.stderr)
+    protected = {path.resolve() for path in inputs}
+    stems = unique_stems(inputs)
+    failed, done = len(missing), 0
+    for path in tqdm(inputs, desc="aligning", unit="image", file=sys.stderr):
+        problem = align_one(analyzer, path, args, args.out / stems[path], protected)
+        if problem:
+            failed += 1
+            tqdm.write(f"faceclip align: skipped '{path}': {problem}", file=sys.stderr)
+        else:
+            done += 1
+    total = len(inputs) + len(missing)
+    summary = f"faceclip align: aligned {done} of {total} image(s) into '{args.out}'"
+    print(summary + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def prepare(args: argparse.Namespace):
+    """Check the arguments, load the face models and create ``--out``: (analyzer, inputs, missing inputs), or the
+    exit code after printing what is wrong."""
+    from PIL import Image
+
+    from faceclip.face import FaceAnalyzer
     from faceclip.face.model_files import FaceModelNotFoundError
-    from faceclip.outputs import save_png
 
     if args.size < 16:
         print(f"faceclip align: --size must be at least 16 pixels, got {args.size}.", file=sys.stderr)
@@ -84,70 +109,54 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    protected = {path.resolve() for path in inputs}
+    return analyzer, inputs, missing
 
-    for path in missing:
-        print(f"faceclip align: skipped '{path}': file not found", file=sys.stderr)
-    failed = len(missing)
-    stems = unique_stems(inputs)
-    done = 0
-    for path in tqdm(inputs, desc="aligning", unit="image", file=sys.stderr):
-        try:
-            aligned = analyzer.align(path, size=args.size, face_index=args.face_index)
-        except (ImageLoadError, NoFaceFoundError) as error:
-            failed += 1
-            tqdm.write(f"faceclip align: skipped '{path}': {error}", file=sys.stderr)
-            continue
-        except Exception as error:  # one odd file must not stop a batch; its details are logged with -v
-            logger.debug("unexpected error on %s", path, exc_info=True)
-            failed += 1
-            tqdm.write(
-                f"faceclip align: skipped '{path}': unexpected error {error!r} (-v for details)",
-                file=sys.stderr,
-            )
-            continue
-        record = {
-            "source": str(path),
-            "size": args.size,
-            "face_index": args.face_index,
-            "backend": analyzer.backend,
-            **aligned.face.to_dict(),
-            "landmark_names": list(LANDMARK_NAMES),
-            "transform": [[round(float(v), 6) for v in row] for row in aligned.transform],
-        }
-        stem = stems[path]
-        crop_path, json_path = args.out / f"{stem}.png", args.out / f"{stem}.json"
-        clash = [p for p in (crop_path, json_path) if p.resolve() in protected]
-        if clash:  # never write over an input, whatever path led there
-            failed += 1
-            tqdm.write(
-                f"faceclip align: skipped '{path}': its output '{clash[0]}' is an input photo; "
-                "choose another --out DIR.",
-                file=sys.stderr,
-            )
-            continue
-        writing = crop_path
-        try:
-            save_png(aligned.image, crop_path, {"faceclip_align": record})
-            writing = json_path
-            try:
-                write_json(json_path, record)
-            except OSError:
-                crop_path.unlink(missing_ok=True)  # a crop without its geometry is not an output
-                raise
-        except OSError as error:
-            failed += 1
-            tqdm.write(
-                f"faceclip align: skipped '{path}': cannot write '{writing}': {error.strerror or error}",
-                file=sys.stderr,
-            )
-            continue
-        done += 1
 
-    total = len(inputs) + len(missing)
-    summary = f"faceclip align: aligned {done} of {total} image(s) into '{args.out}'"
-    print(summary + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+def align_one(
+    analyzer, path: Path, args: argparse.Namespace, out_stem: Path, protected: set[Path]
+) -> str | None:
+    """Align ``path`` and write ``out_stem``.png and .json; why it was skipped, or None when written.
+
+    Nothing is written over a path in ``protected`` (the inputs), and a crop without its JSON is removed.
+    """
+    from faceclip.face import LANDMARK_NAMES, ImageLoadError, NoFaceFoundError
+    from faceclip.outputs import save_png
+
+    try:
+        aligned = analyzer.align(path, size=args.size, face_index=args.face_index)
+    except (ImageLoadError, NoFaceFoundError) as error:
+        return str(error)
+    except Exception as error:  # one odd file must not stop a batch; its details are logged with -v
+        logger.debug("unexpected error on %s", path, exc_info=True)
+        return f"unexpected error {error!r} (-v for details)"
+    record = {
+        "source": str(path),
+        "size": args.size,
+        "face_index": args.face_index,
+        "backend": analyzer.backend,
+        **aligned.face.to_dict(),
+        "landmark_names": list(LANDMARK_NAMES),
+        "transform": [[round(float(v), 6) for v in row] for row in aligned.transform],
+    }
+    crop_path, json_path = (
+        out_stem.with_name(out_stem.name + ".png"),
+        out_stem.with_name(out_stem.name + ".json"),
+    )
+    clash = [p for p in (crop_path, json_path) if p.resolve() in protected]
+    if clash:  # never write over an input, whatever path led there
+        return f"its output '{clash[0]}' is an input photo; choose another --out DIR."
+    writing = crop_path
+    try:
+        save_png(aligned.image, crop_path, {"faceclip_align": record})
+        writing = json_path
+        try:
+            write_text_atomic(json_path, json.dumps(record, indent=2))
+        except OSError:
+            crop_path.unlink(missing_ok=True)  # a crop without its geometry is not an output
+            raise
+    except OSError as error:
+        return f"cannot write '{writing}': {error.strerror or error}"
+    return None
 
 
 def check_output_folder(out: Path) -> str | None:
@@ -228,8 +237,3 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
         used.add(stem)
         names[path] = stem
     return names
-
-
-def write_json(path: Path, record: dict) -> None:
-    """Write ``record`` as JSON atomically (temporary file, then rename)."""
-    write_text_atomic(path, json.dumps(record, indent=2))

@@ -16,12 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "FaceCLIPEncoder.from_pretrained(DIR). The pickle is read with weights_only=True."
         ),
     )
-    parser.add_argument(
-        "--official",
-        required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--released",
         metavar="PATH",
         help="face_clip_encoder.pt or .safetensors file, a folder holding model/face_clip_encoder.pt, or a hub id",
     )
+    source.add_argument("--official", dest="released", metavar="PATH", help=argparse.SUPPRESS)  # older name
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must not exist)")
     parser.add_argument(
         "--config", default="faceclip-sdxl", help="encoder config name (default: faceclip-sdxl)"
@@ -36,15 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import shutil
     from pathlib import Path
 
     from faceclip.convert import CheckpointKeyError
     from faceclip.devices import resolve_dtype
     from faceclip.hub import WeightsNotFoundError
     from faceclip.models import FaceCLIPEncoder
-    from faceclip.outputs import give_usual_permissions
+    from faceclip.outputs import atomic_path
     from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
     out = Path(args.out).expanduser()
@@ -53,22 +52,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         encoder = FaceCLIPEncoder.from_official(
-            args.official, config=args.config, torch_dtype=resolve_dtype(args.dtype)
+            args.released, config=args.config, torch_dtype=resolve_dtype(args.dtype)
         )
     except (WeightsNotFoundError, CheckpointKeyError, ValueError) as err:
         print(f"faceclip convert: {err}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        encoder.save_pretrained(tmp)
-        give_usual_permissions(tmp)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_path(out) as staging:
+        encoder.save_pretrained(staging)
     shared = "one shared face ViT" if encoder.config.share_face_encoder else "two face ViTs"
     print(f"Wrote {out} ({shared}). {NONCOMMERCIAL_NOTICE}", file=sys.stderr)
     return 0

@@ -9,17 +9,19 @@ A second model family adds its own modules here.
 from faceclip.convert.faceclip_encoder import (
     DEAD_KEYS,
     CheckpointKeyError,
-    convert_official_state_dict,
+    convert_released_state_dict,
     is_dead_key,
-    load_official_state_dict,
-    official_key_map,
+    load_released_state_dict,
+    released_key_map,
+    with_share_face_encoder,
 )
 
 __all__ = [
     "DEAD_KEYS",
     "CheckpointKeyError",
-    "convert_official_state_dict",
+    "convert_released_state_dict",
     "is_dead_key",
-    "load_official_state_dict",
-    "official_key_map",
+    "load_released_state_dict",
+    "released_key_map",
+    "with_share_face_encoder",
 ]

@@ -1,6 +1,6 @@
 """Convert released FaceCLIP encoder weights (``face_clip_encoder.pt``) to our :class:`FaceCLIPEncoder` layout.
 
-Every released key is accounted for: used keys are mapped explicitly (:func:`official_key_map`), the dead
+Every released key is accounted for: used keys are mapped explicitly (:func:`released_key_map`), the dead
 ones listed in :data:`DEAD_KEYS` are dropped, and any other missing or unexpected key is an error naming it.
 
 Dropped keys (per branch ``face_clip_l`` / ``face_clip_g``; perturbing any of them leaves every output of the
@@ -29,9 +29,11 @@ from pathlib import Path
 
 import torch
 
+from faceclip.models.branch import BranchConfig
+
 logger = logging.getLogger(__name__)
 
-OFFICIAL_FILENAME = "model/face_clip_encoder.pt"
+RELEASED_FILENAME = "model/face_clip_encoder.pt"
 BRANCHES = {"face_clip_l": "branch_l", "face_clip_g": "branch_g"}
 
 DEAD_KEYS = (
@@ -65,19 +67,19 @@ _LAYER_NORM = ("weight", "bias")
 _BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def _same(off: str, ours: str, names: tuple[str, ...]) -> dict[str, list[Target]]:
-    return {f"{off}.{n}": [(f"{ours}.{n}", None)] for n in names}
+def _same(released: str, ours: str, names: tuple[str, ...]) -> dict[str, list[Target]]:
+    return {f"{released}.{n}": [(f"{ours}.{n}", None)] for n in names}
 
 
-def _text_tower_map(off: str, ours: str, layers: int) -> dict[str, list[Target]]:
+def _text_tower_map(released: str, ours: str, layers: int) -> dict[str, list[Target]]:
     m = {
-        f"{off}token_embedding.weight": [(f"{ours}text_tower.token_embedding.weight", None)],
-        f"{off}positional_embedding": [(f"{ours}text_tower.position_embedding", None)],
-        f"{off}text_projection": [(f"{ours}text_tower.text_projection", None)],
-        **_same(f"{off}ln_final", f"{ours}text_tower.final_layer_norm", _LAYER_NORM),
+        f"{released}token_embedding.weight": [(f"{ours}text_tower.token_embedding.weight", None)],
+        f"{released}positional_embedding": [(f"{ours}text_tower.position_embedding", None)],
+        f"{released}text_projection": [(f"{ours}text_tower.text_projection", None)],
+        **_same(f"{released}ln_final", f"{ours}text_tower.final_layer_norm", _LAYER_NORM),
     }
     for i in range(layers):
-        o, n = f"{off}transformer.resblocks.{i}", f"{ours}text_tower.layers.{i}"
+        o, n = f"{released}transformer.resblocks.{i}", f"{ours}text_tower.layers.{i}"
         for kind in ("weight", "bias"):
             m[f"{o}.attn.in_proj_{kind}"] = [
                 (f"{n}.self_attn.{p}_proj.{kind}", j) for j, p in enumerate("qkv")
@@ -90,29 +92,29 @@ def _text_tower_map(off: str, ours: str, layers: int) -> dict[str, list[Target]]
     return m
 
 
-def _face_vit_map(off: str, ours: str, depth: int) -> dict[str, list[Target]]:
+def _face_vit_map(released: str, ours: str, depth: int) -> dict[str, list[Target]]:
     m = {
-        f"{off}pos_embed": [(f"{ours}pos_embed", None)],
-        **_same(f"{off}patch_embed.proj", f"{ours}patch_embed", _LINEAR),
-        **_same(f"{off}norm", f"{ours}norm", _LAYER_NORM),
-        f"{off}feature.0.weight": [(f"{ours}feature_proj.weight", None)],
-        **_same(f"{off}feature.1", f"{ours}feature_norm", _BATCH_NORM),
-        f"{off}feature.2.weight": [(f"{ours}identity_proj.weight", None)],
-        **_same(f"{off}feature.3", f"{ours}identity_norm", _BATCH_NORM),
+        f"{released}pos_embed": [(f"{ours}pos_embed", None)],
+        **_same(f"{released}patch_embed.proj", f"{ours}patch_embed", _LINEAR),
+        **_same(f"{released}norm", f"{ours}norm", _LAYER_NORM),
+        f"{released}feature.0.weight": [(f"{ours}feature_proj.weight", None)],
+        **_same(f"{released}feature.1", f"{ours}feature_norm", _BATCH_NORM),
+        f"{released}feature.2.weight": [(f"{ours}identity_proj.weight", None)],
+        **_same(f"{released}feature.3", f"{ours}identity_norm", _BATCH_NORM),
     }
     for i in range(depth):
-        o, n = f"{off}blocks.{i}", f"{ours}blocks.{i}"
+        o, n = f"{released}blocks.{i}", f"{ours}blocks.{i}"
         m[f"{o}.attn.qkv.weight"] = [(f"{n}.attn.qkv.weight", None)]
         for sub in ("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2"):
             m.update(_same(f"{o}.{sub}", f"{n}.{sub}", _LINEAR))
     return m
 
 
-def _fuser_map(off: str, ours: str, layers: int) -> dict[str, list[Target]]:
+def _fuser_map(released: str, ours: str, layers: int) -> dict[str, list[Target]]:
     m: dict[str, list[Target]] = {}
     for i in range(layers):
         last = i == layers - 1
-        o, n = f"{off}encoder", f"{ours}layers.{i}"
+        o, n = f"{released}encoder", f"{ours}layers.{i}"
         fusion = f"{o}.fusion_layers.{i}"
         m[f"{fusion}.gamma_l"] = [(f"{n}.bi_attn.gamma_l", None)]
         projections = ["v_proj", "l_proj", "values_v_proj", "out_l_proj"]
@@ -137,18 +139,16 @@ def _fuser_map(off: str, ours: str, layers: int) -> dict[str, list[Target]]:
     return m
 
 
-def official_key_map(config: Mapping) -> dict[str, list[Target]]:
-    """Released key -> our key(s), for an encoder config dict (see ``faceclip.models.load_config``).
+def released_key_map(config: Mapping) -> dict[str, list[Target]]:
+    """Released key -> our key(s), for an encoder config dict (see ``faceclip.models.encoder_config``).
 
     ``attn.in_proj_{weight,bias}`` of the CLIP text towers map to three targets, the q, k and v row blocks.
-    With ``share_face_encoder`` the second branch's face ViT keys are not mapped (see :func:`convert_official_state_dict`).
+    With ``share_face_encoder`` the second branch's face ViT keys are not mapped (see :func:`convert_released_state_dict`).
     """
-    from faceclip.models.branch import BranchConfig
-
     key_map: dict[str, list[Target]] = {}
-    for off, ours in BRANCHES.items():
+    for released, ours in BRANCHES.items():
         cfg = BranchConfig.from_dict(config[f"{ours}_config"])
-        o, n = f"{off}.", f"{ours}."
+        o, n = f"{released}.", f"{ours}."
         key_map.update(_text_tower_map(o, n, cfg.text.layers))
         if ours == "branch_l" or not config.get("share_face_encoder", False):
             key_map.update(_face_vit_map(f"{o}face_encoder.", f"{n}face_encoder.", cfg.face.depth))
@@ -163,8 +163,6 @@ def official_key_map(config: Mapping) -> dict[str, list[Target]]:
 
 def is_dead_key(key: str, config: Mapping) -> bool:
     """Whether a released key is one of :data:`DEAD_KEYS` (or a merged duplicate face ViT key)."""
-    from faceclip.models.branch import BranchConfig
-
     branch, _, rest = key.partition(".")
     if branch not in BRANCHES:
         return False
@@ -203,34 +201,59 @@ def face_encoders_identical(state_dict: Mapping[str, torch.Tensor]) -> bool:
     )
 
 
-def convert_official_state_dict(
-    state_dict: Mapping[str, torch.Tensor], config: Mapping
-) -> tuple[dict[str, torch.Tensor], bool]:
+def with_share_face_encoder(state_dict: Mapping[str, torch.Tensor], config: Mapping) -> dict:
+    """``config`` with ``share_face_encoder`` set: True when both branches of the released ``state_dict`` hold
+    bit-identical face ViT weights (the released file does), so one shared copy is kept."""
+    shared = face_encoders_identical(strip_prefix(state_dict))
+    if shared:
+        logger.info("Both branches hold identical face ViT weights: keeping one shared copy.")
+    return {**config, "share_face_encoder": shared}
+
+
+def convert_released_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping,
+    expected_shapes: Mapping[str, tuple[int, ...]],
+) -> dict[str, torch.Tensor]:
     """Map a released state dict to our layout.
 
     Args:
         state_dict: released keys (``face_clip_l.*``, ``face_clip_g.*``), optionally prefixed ``model.``.
-        config: our encoder config dict; its ``share_face_encoder`` is decided here.
+        config: our encoder config dict, ``share_face_encoder`` included (see :func:`with_share_face_encoder`).
+        expected_shapes: our key -> shape, for this config (e.g. the ``state_dict()`` of an encoder built
+            from it on the meta device).
 
     Returns:
-        (our state dict, share_face_encoder). Tensors are not copied, except the q/k/v blocks of the text
-        towers' packed attention projections.
+        Our state dict. Tensors are not copied, except the q/k/v blocks of the text towers' packed attention
+        projections.
 
     Raises:
         CheckpointKeyError: released keys missing, or keys that are neither mapped nor in :data:`DEAD_KEYS`
             (all named), or a shape that does not fit the config.
     """
-    from faceclip.models.encoder import FaceCLIPEncoder
-
     state_dict = strip_prefix(state_dict)
-    shared = face_encoders_identical(state_dict)
-    config = {**config, "share_face_encoder": shared}
-    if shared:
-        logger.info("Both branches hold identical face ViT weights: keeping one shared copy.")
-    key_map = official_key_map(config)
-    with torch.device("meta"):
-        expected = FaceCLIPEncoder.from_config(config).state_dict()
+    _check_layout(state_dict, config)
+    converted: dict[str, torch.Tensor] = {}
+    for key, targets in released_key_map(config).items():
+        tensor = state_dict[key]
+        parts = tensor.chunk(3, dim=0) if len(targets) > 1 else (tensor,)
+        for (ours, chunk), part in zip(targets, parts):
+            part = part.clone() if chunk is not None else part
+            if ours not in expected_shapes or part.shape != tuple(expected_shapes[ours]):
+                found = tuple(expected_shapes[ours]) if ours in expected_shapes else "no such key"
+                raise CheckpointKeyError(
+                    f"{key}: shape {tuple(tensor.shape)} does not fit {ours} ({found}) "
+                    "of this config; pick the config that matches the checkpoint."
+                )
+            converted[ours] = part
+    if set(converted) != set(expected_shapes):
+        raise RuntimeError(f"key map incomplete: {sorted(set(expected_shapes) ^ set(converted))[:10]}")
+    return converted
 
+
+def _check_layout(state_dict: Mapping[str, torch.Tensor], config: Mapping) -> None:
+    """Raise :class:`CheckpointKeyError` naming the missing and unexpected keys of a (prefix-free) state dict."""
+    key_map = released_key_map(config)
     missing = [k for k in key_map if k not in state_dict]
     unexpected = [k for k in state_dict if k not in key_map and not is_dead_key(k, config)]
     if missing or unexpected:
@@ -247,25 +270,19 @@ def convert_official_state_dict(
             "Pass the released model/face_clip_encoder.pt, or our own layout to FaceCLIPEncoder.from_pretrained."
         )
         raise CheckpointKeyError("\n".join(lines))
-
-    converted: dict[str, torch.Tensor] = {}
-    for key, targets in key_map.items():
-        tensor = state_dict[key]
-        parts = tensor.chunk(3, dim=0) if len(targets) > 1 else (tensor,)
-        for (ours, chunk), part in zip(targets, parts):
-            part = part.clone() if chunk is not None else part
-            if part.shape != expected[ours].shape:
-                raise CheckpointKeyError(
-                    f"{key}: shape {tuple(tensor.shape)} does not fit {ours} {tuple(expected[ours].shape)} "
-                    "of this config; pick the config that matches the checkpoint."
-                )
-            converted[ours] = part
-    if set(converted) != set(expected):
-        raise RuntimeError(f"key map incomplete: {sorted(set(expected) ^ set(converted))[:10]}")
-    return converted, shared
+    has_second_face_vit = any(k.startswith("face_clip_g.face_encoder.") for k in state_dict)
+    if (
+        config.get("share_face_encoder", False)
+        and has_second_face_vit
+        and not face_encoders_identical(state_dict)
+    ):
+        raise CheckpointKeyError(
+            "share_face_encoder=True, but the two branches' face ViT weights differ (or are not loaded); "
+            "set share_face_encoder=False, or let with_share_face_encoder decide it."
+        )
 
 
-def load_official_state_dict(source: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read released weights: a ``.pt`` (``torch.load(weights_only=True)``, never executing code) or
     ``.safetensors`` file, or a folder / hub repo holding ``model/face_clip_encoder.pt``.
 
@@ -279,7 +296,7 @@ def load_official_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
     path = Path(source).expanduser()
     if not path.is_file():
         path = resolve_file(
-            source, OFFICIAL_FILENAME, what="the released FaceCLIP encoder weights", hint=NONCOMMERCIAL_NOTICE
+            source, RELEASED_FILENAME, what="the released FaceCLIP encoder weights", hint=NONCOMMERCIAL_NOTICE
         )
     logger.info("Loading %s. %s", path, NONCOMMERCIAL_NOTICE)
     if path.suffix == ".safetensors":

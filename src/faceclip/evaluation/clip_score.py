@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from faceclip.hub import WeightsNotFoundError, is_offline, resolve_file
+from faceclip.hub import WeightsNotFoundError, resolve_file
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,9 @@ class CLIPScorer:
         resolve_file(source, "config.json", what=what, hint=hint)
         folder = Path(source).expanduser() if Path(source).expanduser().is_dir() else str(source)
         try:
-            model = CLIPModel.from_pretrained(folder, local_files_only=is_offline(), **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=is_offline())
-            image_processor = AutoImageProcessor.from_pretrained(
-                folder, backend="pil", local_files_only=is_offline()
-            )
+            model = CLIPModel.from_pretrained(folder, **kwargs)  # HF_HUB_OFFLINE is honoured by transformers
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
         except OSError as err:
             raise WeightsNotFoundError(
                 f"Could not load {what} from '{source}' ({folder}): {err}\n"

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from faceclip.evaluation.manifest import ManifestProblem
 from faceclip.evaluation.metrics import ImageScore, aggregate, group_by
-from faceclip.outputs import make_grid, save_png, write_text_atomic
+from faceclip.outputs import atomic_file, make_grid, save_png, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -239,15 +239,14 @@ def plot_id_sim_vs_clip_t(scores: Sequence[ImageScore], path: str | os.PathLike)
 
 
 def _save_figure(fig, plt, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path``, whole or not at all, and close it."""
     path = Path(path)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as handle:
+            fig.savefig(handle, dpi=120, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 

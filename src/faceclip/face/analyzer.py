@@ -27,9 +27,10 @@ from faceclip.face.alignment import (
     transform_points,
     warp,
 )
+from faceclip.face.backend_common import RECOGNIZER_INPUT_SIZE
 from faceclip.face.detection import FaceDetector, create_detector
 from faceclip.face.image_io import ImageSource, load_image
-from faceclip.face.recognition import RECOGNIZER_INPUT_SIZE, FaceRecognizer, create_recognizer
+from faceclip.face.recognition import FaceRecognizer, create_recognizer
 from faceclip.face.refinement import refine_landmarks
 from faceclip.face.types import AlignedFace, DetectedFace
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from faceclip.face.backend_common import plausible
 from faceclip.face.model_files import YUNET_FILE, model_path
 from faceclip.face.types import DetectedFace
 
@@ -32,23 +33,6 @@ class FaceDetector(Protocol):
 MIN_INPUT_SIDE = 64
 """YuNet's input is padded (black, bottom and right) to at least this many pixels on each side: on a thinner
 input (e.g. 640 x 10) OpenCV's YuNet returns a 'face' with score 1.0 and an infinite or NaN box."""
-
-
-def plausible(face: DetectedFace, width: int, height: int) -> bool:
-    """Whether ``face`` can be a real detection in a ``width`` x ``height`` image.
-
-    False for non-finite numbers, an empty box, a box centre outside the image, or a box corner or landmark more
-    than one image size away from it (what detectors return on degenerate inputs).
-    """
-    points = np.concatenate([np.asarray(face.box, dtype=np.float64).reshape(2, 2), face.landmarks])
-    if not (np.isfinite(points).all() and np.isfinite(face.score)):
-        return False
-    (x0, y0), (x1, y1) = points[0], points[1]
-    if not (x1 > x0 and y1 > y0 and 0 <= (x0 + x1) / 2 <= width and 0 <= (y0 + y1) / 2 <= height):
-        return False
-    margin = max(width, height)
-    low, high = np.array([-margin, -margin]), np.array([width + margin, height + margin])
-    return bool(((points >= low) & (points <= high)).all())
 
 
 class YuNetDetector:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from faceclip.face.backend_common import check_crop, l2_normalize, plausible
 from faceclip.face.types import DetectedFace
 
 _INSTALL_HINT = 'pip install "faceclip[insightface]"'
@@ -76,8 +77,6 @@ class InsightFaceDetector:
 
     def __call__(self, image: Image.Image) -> list[DetectedFace]:
         """Detect faces in an RGB PIL image; coordinates in its pixels (implausible detections dropped)."""
-        from faceclip.face.detection import plausible
-
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         with _DETECT_LOCK:  # the model is shared between detectors, and its threshold is an attribute
             self._model.det_thresh = self.score_threshold
@@ -101,7 +100,5 @@ class InsightFaceRecognizer:
 
     def __call__(self, aligned: Image.Image) -> np.ndarray:
         """(512,) float32 L2-normalised identity vector of a 112 x 112 aligned RGB crop."""
-        from faceclip.face.recognition import _check_crop, l2_normalize
-
-        bgr = np.ascontiguousarray(np.asarray(_check_crop(aligned))[:, :, ::-1])
+        bgr = np.ascontiguousarray(np.asarray(check_crop(aligned))[:, :, ::-1])
         return l2_normalize(self._model.get_feat(bgr).reshape(-1))

@@ -15,10 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from faceclip.face.backend_common import check_crop, l2_normalize
 from faceclip.face.model_files import SFACE_FILE, model_path
-
-RECOGNIZER_INPUT_SIZE = 112
-"""Side of the aligned crop every recogniser here takes (ArcFace template at 112 px)."""
 
 
 class FaceRecognizer(Protocol):
@@ -47,25 +45,10 @@ class SFaceRecognizer:
 
     def __call__(self, aligned: Image.Image) -> np.ndarray:
         """(128,) float32 L2-normalised identity vector of a 112 x 112 aligned RGB crop."""
-        bgr = np.ascontiguousarray(np.asarray(_check_crop(aligned))[:, :, ::-1])
+        bgr = np.ascontiguousarray(np.asarray(check_crop(aligned))[:, :, ::-1])
         with self._lock:
             feature = self._net.feature(bgr)
         return l2_normalize(feature.reshape(-1))
-
-
-def _check_crop(aligned: Image.Image) -> Image.Image:
-    if aligned.size != (RECOGNIZER_INPUT_SIZE, RECOGNIZER_INPUT_SIZE):
-        raise ValueError(
-            f"The recogniser takes a {RECOGNIZER_INPUT_SIZE}x{RECOGNIZER_INPUT_SIZE} aligned crop, got "
-            f"{aligned.size[0]}x{aligned.size[1]}: align with `size={RECOGNIZER_INPUT_SIZE}` or resize the crop."
-        )
-    return aligned.convert("RGB")
-
-
-def l2_normalize(vector: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """``vector / ||vector||`` along the last axis, float32."""
-    vector = np.asarray(vector, dtype=np.float32)
-    return vector / np.maximum(np.linalg.norm(vector, axis=-1, keepdims=True), eps)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,8 +10,8 @@ from faceclip.models.encoder import (
     FaceCLIPEncoder,
     FaceCLIPEncoderOutput,
     create_encoder,
+    encoder_config,
     list_configs,
-    load_config,
 )
 from faceclip.models.face_vit import FaceFeatures, FaceViT, FaceViTConfig
 from faceclip.models.tokenizer import CLIPTokenizer, get_tokenizer
@@ -27,7 +27,7 @@ __all__ = [
     "FaceViT",
     "FaceViTConfig",
     "create_encoder",
+    "encoder_config",
     "get_tokenizer",
     "list_configs",
-    "load_config",
 ]

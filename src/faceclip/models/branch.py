@@ -119,6 +119,22 @@ class FaceCLIPBranch(nn.Module):
         """(B, 3, H, W) faces in [0, 1] -> FaceFeatures(identity (B, 512), patch_tokens (B, N, face width))."""
         return self.face_encoder(faces)
 
+    def check_input_ids(self, input_ids: torch.Tensor, has_face: torch.Tensor) -> None:
+        """Raise ValueError when a face row of ``input_ids`` (B, L) lacks the ``id`` token at ``id_position``.
+
+        Not run by :meth:`encode_text` (reading the ids back would wait for the device on every call): ids made by
+        ``FaceCLIPEncoder.tokenize(prompts, has_face)`` always pass; call it where ids come from elsewhere.
+        """
+        ids_at = input_ids[:, self.id_position].cpu()
+        bad = has_face.cpu() & (ids_at != self.id_token_id)
+        if bad.any():
+            row = int(bad.nonzero()[0])
+            raise ValueError(
+                f"input_ids: row {row} has a face but token {int(ids_at[row])} at position {self.id_position}, "
+                f"not the id token {self.id_token_id}; tokenize face rows with the prompt prefix "
+                "(FaceCLIPEncoder.tokenize(prompts, has_face))."
+            )
+
     def encode_text(
         self,
         input_ids: torch.Tensor,
@@ -128,7 +144,8 @@ class FaceCLIPBranch(nn.Module):
         """Run the text tower, writing the projected identity over the ``id`` token of face rows.
 
         Args:
-            input_ids: (B, L) token ids; face rows must hold ``id`` at ``id_position``.
+            input_ids: (B, L) token ids; face rows must hold ``id`` at ``id_position`` (not checked here, see
+                :meth:`check_input_ids`).
             identity: (B, identity_dim) identity vectors (un-normalised), or None for text only.
             has_face: (B,) bool, the rows whose ``id`` token is replaced; None = all rows when identity is given.
 
@@ -140,15 +157,6 @@ class FaceCLIPBranch(nn.Module):
         if has_face is None:
             has_face = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         has_face = has_face.to(input_ids.device)
-        ids_at = input_ids[:, self.id_position]
-        bad = has_face & (ids_at != self.id_token_id)
-        if bad.any():
-            row = int(bad.nonzero()[0])
-            raise ValueError(
-                f"input_ids: row {row} has a face but token {int(ids_at[row])} at position {self.id_position}, "
-                f"not the id token {self.id_token_id}; tokenize face rows with the prompt prefix "
-                "(FaceCLIPEncoder.tokenize(prompts, has_face))."
-            )
         replace_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         replace_mask[:, self.id_position] = has_face
         face_tokens = self.face_token_proj(identity / identity.norm(dim=-1, keepdim=True))  # (B, D)

@@ -140,6 +140,10 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
     def _check_inputs(
         self, face_images: torch.Tensor | None, prompts: str | Sequence[str], has_face
     ) -> tuple[list[str], torch.Tensor]:
+        """Types, shapes and dtypes of the inputs (nothing that reads device values back); (prompts, (B,) has_face).
+
+        Pixel values are not checked here (finite, in [0, 1]): the pipeline checks them once per call.
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
@@ -171,16 +175,6 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
                 )
             if face_images.shape[-1] == 0 or face_images.shape[-2] == 0:
                 raise ValueError(f"face_images: empty images of shape {tuple(face_images.shape)}.")
-            if not bool(torch.isfinite(face_images).all()):
-                raise ValueError(
-                    "face_images: contains NaN or infinite values; check how the faces were made."
-                )
-            low, high = float(face_images.min()), float(face_images.max())
-            if low < 0.0 or high > 1.0:
-                raise ValueError(
-                    f"face_images: values must be in [0, 1], got min {low:.4g}, max {high:.4g}; "
-                    "divide 0-255 images by 255 and do not mean/std-normalise."
-                )
         if has_face is None:
             has_face = torch.full((batch,), face_images is not None, dtype=torch.bool)
         else:
@@ -190,9 +184,10 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
                     f"has_face: expected a bool tensor of shape ({batch},), got {has_face.dtype} "
                     f"of shape {tuple(has_face.shape)}."
                 )
+            has_face = has_face.cpu()  # the tokenizer needs the flags on the host anyway
             if face_images is None and bool(has_face.any()):
                 raise ValueError("has_face: rows are marked True but face_images is None; pass the faces.")
-        return prompts, has_face.cpu()
+        return prompts, has_face
 
     # ------------------------------------------------------------------------------------------------ faces
 
@@ -314,14 +309,19 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
             faceclip.convert.CheckpointKeyError: a key is missing or unexpected, or a shape does not fit
                 (the message names it).
         """
-        from faceclip.convert.faceclip_encoder import convert_official_state_dict, load_official_state_dict
+        from faceclip.convert.faceclip_encoder import (
+            convert_released_state_dict,
+            load_released_state_dict,
+            with_share_face_encoder,
+        )
 
-        state_dict = source if isinstance(source, Mapping) else load_official_state_dict(source)
-        model_config = load_config(config) if isinstance(config, str) else dict(config)
-        converted, shared = convert_official_state_dict(state_dict, model_config)
-        model_config["share_face_encoder"] = shared
+        state_dict = source if isinstance(source, Mapping) else load_released_state_dict(source)
+        base_config = encoder_config(config) if isinstance(config, str) else dict(config)
+        model_config = with_share_face_encoder(state_dict, base_config)
         with torch.device("meta"):
             model = cls.from_config(model_config)
+        expected_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        converted = convert_released_state_dict(state_dict, model_config, expected_shapes)
         model.load_state_dict(converted, strict=True, assign=True)
         for branch in (model.branch_l, model.branch_g):
             branch.freeze_backbones()
@@ -349,8 +349,8 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_config(name: str) -> dict:
-    """The config dict of a packaged encoder config."""
+def encoder_config(name: str) -> dict:
+    """The config dict of the packaged encoder config ``name`` (see :func:`list_configs`)."""
     path = CONFIG_DIR / f"{name}.json"
     if not path.is_file():
         raise ValueError(f"config: unknown encoder config {name!r}; choose one of {list_configs()}.")
@@ -366,7 +366,7 @@ def create_encoder(name: str = "faceclip-sdxl", seed: int | None = None, **overr
         seed: seed for the initialisation (the global RNG is left untouched); None uses the global RNG.
         **overrides: top-level config entries to replace, e.g. ``share_face_encoder=True``.
     """
-    config = load_config(name)
+    config = encoder_config(name)
     unknown = (
         set(overrides) - set(config) - {"share_face_encoder", "prompt_prefix", "id_position", "id_token_id"}
     )
