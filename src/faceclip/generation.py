@@ -103,15 +103,18 @@ class GenerationSettings:
         """A validated copy with every ``None`` replaced by the model's default (size from the denoiser).
 
         Args:
-            pipe: the loaded pipeline: its family's defaults, and its ``default_size`` (from the denoiser).
+            pipe: the loaded pipeline: its ``default_size`` (from the denoiser) and its family's defaults
+                (:func:`faceclip.registry.family_of`; a stand-in pipeline may carry ``generation_defaults``).
         """
         settings = self.validate()
         names = ("negative_prompt", "num_inference_steps", "guidance_scale", "height", "width")
         if all(getattr(settings, name) is not None for name in names):
             return settings
-        from faceclip.registry import family_of
+        defaults = getattr(pipe, "generation_defaults", None)
+        if defaults is None:
+            from faceclip.registry import family_of
 
-        defaults = family_of(pipe).defaults
+            defaults = family_of(pipe).defaults
         height, width = pipe.default_size
         return dataclasses.replace(
             settings,
@@ -258,7 +261,9 @@ def generate_images(
                 )
                 done += len(seeds) * settings.num_inference_steps
                 for seed, image in zip(seeds, images, strict=True):
-                    metadata = _metadata(pipe, face, prompt, seed, settings, model) | (extra_metadata or {})
+                    metadata = image_metadata(pipe, face, prompt, seed, settings, model) | (
+                        extra_metadata or {}
+                    )
                     bar.update()
                     yield GeneratedImage(image, prompt_index, seed, metadata)
 
@@ -315,7 +320,10 @@ def _conditioning(pipe, face: FaceReference | None, prompt: str) -> dict:
     return {"prompt_embeds": out.prompt_embeds, "pooled_prompt_embeds": out.pooled_prompt_embeds}
 
 
-def _metadata(pipe, face, prompt, seed, settings, model) -> dict[str, object]:
+def image_metadata(
+    pipe: Any, face: FaceReference | None, prompt: str, seed: int, settings: GenerationSettings, model: str
+) -> dict[str, object]:
+    """The metadata of one image (:func:`faceclip.outputs.generation_metadata`) under resolved ``settings``."""
     return generation_metadata(
         prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
         steps=settings.num_inference_steps, guidance=settings.guidance_scale,

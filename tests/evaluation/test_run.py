@@ -13,20 +13,22 @@ from PIL import Image
 
 from faceclip.cli import main
 from faceclip.evaluation.run import (
-    GenerationSettings,
     GridCell,
     Identity,
     StaleImagesError,
+    cell_metadata,
     file_sha256,
     find_identities,
+    find_stale_images,
     generate_cells,
     grid_manifest,
-    image_metadata,
     metadata_mismatch,
     plan_grid,
 )
 from faceclip.face import NoFaceFoundError
+from faceclip.generation import GenerationSettings
 from faceclip.outputs import read_png_metadata, save_png
+from faceclip.pipelines.sdxl.family import DEFAULTS
 
 
 def test_plan_grid_and_manifest_numbering(tmp_path):
@@ -63,6 +65,9 @@ class RecordingPipeline:
     """Stands in for the pipeline to check how cells are turned into calls (the real one runs in the slow test)."""
 
     device = torch.device("cpu")
+    dtype = torch.float32
+    default_size = (8, 8)
+    generation_defaults = DEFAULTS
 
     def __init__(self):
         self.calls, self.prepared = [], []
@@ -74,8 +79,10 @@ class RecordingPipeline:
         return f"face:{reference.name}"
 
     def __call__(self, num_images_per_prompt, generator, **kwargs):
+        keep = ("face_image", "prompt", "num_inference_steps", "height")
         self.calls.append(
-            {"n": num_images_per_prompt, "seeds": [g.initial_seed() for g in generator], **kwargs}
+            {"n": num_images_per_prompt, "seeds": [g.initial_seed() for g in generator]}
+            | {key: kwargs[key] for key in keep}
         )
         return SimpleNamespace(images=[Image.new("RGB", (8, 8), "gray")] * num_images_per_prompt)
 
@@ -83,15 +90,17 @@ class RecordingPipeline:
 def test_generate_cells_seeds_resume_and_failures(tmp_path):
     ids = [Identity("a", tmp_path / "a.png"), Identity("noface", tmp_path / "noface.png")]
     (tmp_path / "a.png").write_bytes(b"photo of a")
+    (tmp_path / "noface.png").write_bytes(b"photo of a wall")
     cells = plan_grid(ids, ["p0", "p1"], [3, 4])
     pipe = RecordingPipeline()
     (tmp_path / "images" / "a").mkdir(parents=True)
-    settings = GenerationSettings(num_inference_steps=2, height=64)
-    made = image_metadata(cells[1], 3, settings, {"model": "m"}, file_sha256(tmp_path / "a.png"))
+    settings = GenerationSettings(("p0", "p1"), (3, 4), num_inference_steps=2, height=64).resolve(pipe)
+    made = cell_metadata(pipe, cells[1], 3, settings, "m", file_sha256(tmp_path / "a.png"))
     save_png(
         Image.new("RGB", (8, 8)), tmp_path / "images" / "a" / "p001_seed3.png", made
     )  # already made: kept
-    results = generate_cells(pipe, cells, tmp_path, settings, metadata={"model": "m"}, progress=False)
+    assert find_stale_images(pipe, cells, tmp_path, settings, model="m") == []
+    results = generate_cells(pipe, cells, tmp_path, settings, model="m", progress=False)
 
     assert [r.error is None for r in results] == [True, True, False, False]
     assert results[2].error.startswith("not generated: No face found")
@@ -120,20 +129,24 @@ def test_generate_cells_seeds_resume_and_failures(tmp_path):
         and metadata["prompt"] == "p1"
         and metadata["model"] == "m"
         and metadata["identity"] == "a"
-        and metadata["num_inference_steps"] == 2
-        and metadata["reference_sha256"] == file_sha256(tmp_path / "a.png")
+        and metadata["steps"] == 2
+        and metadata["size"] == "64x8"
+        and metadata["face_sha256"] == file_sha256(tmp_path / "a.png")
     )
 
-    again = generate_cells(pipe, cells[:2], tmp_path, settings, metadata={"model": "m"}, progress=False)
+    again = generate_cells(pipe, cells[:2], tmp_path, settings, model="m", progress=False)
     assert len(pipe.calls) == 2 and [len(r.paths) for r in again] == [2, 2]
+
+
+SETTINGS = GenerationSettings(("p0",), (0, 1), num_inference_steps=2)
 
 
 @pytest.mark.parametrize(
     "change, why",
     [
-        ({"settings": GenerationSettings(num_inference_steps=3)}, "--steps 2 (this run: 3)"),
-        ({"settings": GenerationSettings()}, "--steps 2 (this run: the pipeline's default)"),
-        ({"metadata": {"model": "other"}}, "--model 'm' (this run: 'other')"),
+        ({"settings": GenerationSettings(("p0",), (0, 1), num_inference_steps=3)}, "--steps 2 (this run: 3)"),
+        ({"settings": GenerationSettings(("p0",), (0, 1))}, "--steps 2 (this run: 50)"),
+        ({"model": "other"}, "--model 'm' (this run: 'other')"),
         ({"prompts": ["another prompt"]}, "prompt 'p0' (this run: 'another prompt')"),
         ({"reference": b"another photo"}, "reference photo (SHA-256)"),
     ],
@@ -142,26 +155,23 @@ def test_images_made_with_other_settings_are_refused_not_mixed_in(tmp_path, chan
     (tmp_path / "a.png").write_bytes(b"photo of a")
     ids = [Identity("a", tmp_path / "a.png")]
     pipe = RecordingPipeline()
-    first = GenerationSettings(num_inference_steps=2)
-    generate_cells(
-        pipe, plan_grid(ids, ["p0"], [0, 1]), tmp_path, first, metadata={"model": "m"}, progress=False
-    )
+    generate_cells(pipe, plan_grid(ids, ["p0"], [0, 1]), tmp_path, SETTINGS, model="m", progress=False)
     image = tmp_path / "images" / "a" / "p000_seed0.png"
-    before = image.read_bytes()
 
     if "reference" in change:
         (tmp_path / "a.png").write_bytes(change["reference"])
     cells = plan_grid(ids, change.get("prompts", ["p0"]), [0, 1])
-    settings, metadata = change.get("settings", first), change.get("metadata", {"model": "m"})
-    with pytest.raises(StaleImagesError, match="--overwrite") as refused:
-        generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, progress=False)
-    assert len(refused.value.stale) == 2 and why in str(refused.value)
-    assert len(pipe.calls) == 1 and image.read_bytes() == before  # nothing generated, nothing overwritten
+    settings, model = change.get("settings", SETTINGS), change.get("model", "m")
+    stale = find_stale_images(pipe, cells, tmp_path, settings, model=model)
+    assert len(stale) == 2 and why in str(StaleImagesError(stale, tmp_path))
+    assert "--overwrite" in str(StaleImagesError(stale, tmp_path))
 
-    generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, overwrite=True, progress=False)
+    before = image.read_bytes()
+    generate_cells(pipe, cells, tmp_path, settings, model=model, progress=False)  # images there: kept
+    assert len(pipe.calls) == 1 and image.read_bytes() == before
+    generate_cells(pipe, cells, tmp_path, settings, model=model, overwrite=True, progress=False)
     assert len(pipe.calls) == 2
-    generate_cells(pipe, cells, tmp_path, settings, metadata=metadata, progress=False)  # now they match: kept
-    assert len(pipe.calls) == 2
+    assert find_stale_images(pipe, cells, tmp_path, settings, model=model) == []  # now they match
 
 
 def test_an_image_without_faceclip_metadata_is_not_taken_for_a_finished_one(tmp_path):
@@ -170,23 +180,26 @@ def test_an_image_without_faceclip_metadata_is_not_taken_for_a_finished_one(tmp_
     (tmp_path / "images" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a" / "p000_seed0.png")
     (tmp_path / "images" / "a" / "p000_seed1.png").write_bytes(b"not a png")
-    with pytest.raises(StaleImagesError, match="no faceclip metadata"):
-        generate_cells(RecordingPipeline(), cells, tmp_path, progress=False)
+    pipe = RecordingPipeline()
+    [(_, why)] = find_stale_images(pipe, cells, tmp_path, SETTINGS)
+    assert "no faceclip metadata" in why
     damaged = [GridCell(cells[0].identity, 0, "p0", (1,))]
-    with pytest.raises(StaleImagesError, match="cannot be read"):
-        generate_cells(RecordingPipeline(), damaged, tmp_path, progress=False)
+    [(_, why)] = find_stale_images(pipe, damaged, tmp_path, SETTINGS)
+    assert "cannot be read" in why
 
 
 def test_metadata_mismatch_ignores_the_reference_path_and_version_only():
     cell = GridCell(Identity("a", Path("ids/a.png")), 0, "p", (0,))
-    made = image_metadata(cell, 0, GenerationSettings(guidance_scale=5.0), {"model": "m"}, "abc")
-    moved = {**made, "reference": "/elsewhere/ids/a.png", "faceclip_version": "0.0.1"}
+    pipe = RecordingPipeline()
+    made = cell_metadata(pipe, cell, 0, SETTINGS.resolve(pipe), "m", "abc")
+    moved = {**made, "reference": "/elsewhere/ids/a.png", "face_file": "b.png", "faceclip_version": "0.0.1"}
     assert metadata_mismatch(moved, made) is None
     assert metadata_mismatch({**made, "seed": 1}, made) == "seed 1 (this run: 0)"
     assert (
-        metadata_mismatch({**made, "dtype": "bfloat16"}, made)
-        == "--dtype 'bfloat16' (this run: not recorded)"
+        metadata_mismatch({**made, "dtype": "bfloat16"}, made) == "--dtype 'bfloat16' (this run: 'float32')"
     )
+    no_dtype = {k: v for k, v in made.items() if k != "dtype"}
+    assert metadata_mismatch(made, no_dtype) == "--dtype 'float32' (this run: not recorded)"
 
 
 def _run_args(tmp_path, astronaut, noise_image, clip_dir, out_name="run"):
@@ -198,7 +211,7 @@ def _run_args(tmp_path, astronaut, noise_image, clip_dir, out_name="run"):
     prompts.write_text("# comment\na portrait of a person\n")
     out = tmp_path / out_name
     args = ["eval", "run", "--model", "tiny-random", "--identities", str(identities), "--prompts", str(prompts),
-            "--seeds", "2", "--steps", "2", "--height", "64", "--width", "64", "--clip-i", "--out", str(out),
+            "--seeds", "2", "--steps", "2", "--size", "64x64", "--clip-i", "--out", str(out),
             "--clip-model", str(clip_dir), "--face-backend", "opencv", "--device", "cpu"]  # fmt: skip
     return args, out
 
@@ -281,7 +294,7 @@ def test_eval_run_split_across_two_processes_matches_one(
 def test_eval_run_missing_model_is_a_clear_error(tmp_path, astronaut, noise_image, tiny_clip_dir, capsys):
     args, out = _run_args(tmp_path, astronaut, noise_image, tiny_clip_dir)
     args[args.index("tiny-random")] = str(tmp_path / "no-such-model")
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "no such folder" in err and "no-such-model" in err and "Traceback" not in err
     assert not (out / "report.json").exists()
@@ -366,3 +379,41 @@ def test_eval_run_refuses_to_mix_in_images_of_other_settings(tmp_path, astronaut
     assert "Traceback" not in err and len(photo_pipeline.calls) == 1
     assert (image.read_bytes(), report.read_bytes()) == before  # the earlier run is untouched
     # (--overwrite then regenerates: test_images_made_with_other_settings_are_refused_not_mixed_in)
+
+
+@pytest.mark.slow
+def test_eval_run_and_generate_share_their_defaults(tmp_path, astronaut, capsys):
+    """`eval run` and `generate` with no settings given make the same image: same size, steps, guidance, seed."""
+    (tmp_path / "ids").mkdir()
+    astronaut.save(tmp_path / "ids" / "astronaut.png")
+    (tmp_path / "prompts.txt").write_text("a portrait of a person\n")
+    run = ["eval", "run", "--model", "tiny-random", "--identities", str(tmp_path / "ids"), "--prompts",
+           str(tmp_path / "prompts.txt"), "--seeds", "1", "--out", str(tmp_path / "run"), "--no-clip",
+           "--face-backend", "opencv", "--device", "cpu", "--no-contact-sheet"]  # fmt: skip
+    assert main(run) == 0
+    generate = ["generate", "--model", "tiny-random", "--face", str(tmp_path / "ids" / "astronaut.png"),
+                "--prompt", "a portrait of a person", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "gen")]  # fmt: skip
+    assert main(generate) == 0
+    evaluated = read_png_metadata(tmp_path / "run" / "images" / "astronaut" / "p000_seed0.png")
+    generated = read_png_metadata(tmp_path / "gen" / "p000_seed0.png")
+    shared = (
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "guidance",
+        "size",
+        "face_sha256",
+        "scheduler",
+        "dtype",
+    )
+    assert {k: evaluated[k] for k in shared} == {k: generated[k] for k in shared}
+    assert (evaluated["size"], evaluated["steps"]) == ("72x56", 50)
+    a, b = (
+        np.asarray(Image.open(p), dtype=np.int16)
+        for p in (
+            tmp_path / "run" / "images" / "astronaut" / "p000_seed0.png",
+            tmp_path / "gen" / "p000_seed0.png",
+        )
+    )
+    assert np.abs(a - b).max() <= 1

@@ -33,14 +33,27 @@ class CommandError(Exception):
 
 
 def is_user_error(error: BaseException) -> bool:
-    """True for errors that describe the user's input: the library's own value and file errors, and OS errors
-    about a named file (a photo that cannot be read, an output folder without write permission)."""
+    """True for errors that describe the user's input: value and file errors the library raises itself (its
+    own error classes, or built-in ones raised by its input checks with a message for the user), and OS errors
+    about a named file (a photo that cannot be read, an output folder without write permission).
+
+    Errors raised inside other libraries (torch, diffusers) keep their traceback: they are bugs to report.
+    """
     if isinstance(error, CommandError):
         return True
-    ours = type(error).__module__.startswith("faceclip.")
-    if ours and isinstance(error, (ValueError, LookupError, OSError)):
+    if isinstance(error, OSError) and error.filename is not None:
         return True
-    return isinstance(error, OSError) and error.filename is not None
+    if not isinstance(error, (ValueError, LookupError, OSError)):
+        return False
+    return type(error).__module__.startswith("faceclip.") or _raised_by_faceclip(error)
+
+
+def _raised_by_faceclip(error: BaseException) -> bool:
+    """True when the innermost frame of ``error``'s traceback is in a faceclip module (an explicit check)."""
+    frame, traceback = None, error.__traceback__
+    while traceback is not None:
+        frame, traceback = traceback.tb_frame, traceback.tb_next
+    return frame is not None and str(frame.f_globals.get("__name__", "")).startswith("faceclip.")
 
 
 def message_of(error: BaseException) -> str:

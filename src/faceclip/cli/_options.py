@@ -24,7 +24,7 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
+def add_generation_options(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
     """What every image of a run is made with: ``--steps``, ``--guidance-scale``, ``--size``,
     ``--negative-prompt`` and ``--batch-size``; each defaults to the model's (see
     :class:`faceclip.generation.GenerationSettings`)."""
@@ -48,6 +48,8 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--negative-prompt", metavar="TEXT", help="negative prompt (default: the model's; '' for none)"
     )
+    if not batch_size:
+        return
     parser.add_argument(
         "--batch-size", type=int, default=4, metavar="B",
         help="images of one prompt denoised together (default 4; lower it if memory runs out); "

@@ -15,7 +15,13 @@ import argparse
 import logging
 import sys
 
-from faceclip.cli._options import RELEASED_MODEL, add_base_model_option
+from faceclip.cli._errors import EXIT_BAD_INPUT, CommandError
+from faceclip.cli._options import (
+    add_base_model_option,
+    add_generation_options,
+    add_model_option,
+    settings_errors_as_options,
+)
 
 # Same as faceclip.evaluation.DEFAULT_CLIP_MODEL, repeated so that `faceclip --help` imports no torch.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -48,11 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate the evaluation grid with a FaceCLIP-SDXL pipeline, then score it. Launched with "
         "`accelerate launch`, the grid is split across the processes.",
     )
-    grid.add_argument(
-        "--model",
-        default=RELEASED_MODEL,
-        help=f"hub id or folder of the pipeline, or 'tiny-random' (default: {RELEASED_MODEL})",
-    )
+    add_model_option(grid)
     add_base_model_option(grid)
     grid.add_argument("--identities", required=True, help="folder with one reference face photo per person")
     grid.add_argument(
@@ -65,13 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--first-seed", type=int, default=0, help="the seeds are first-seed, first-seed+1, ... (default: 0)"
     )
     grid.add_argument("--out", required=True, help="run folder: images/, manifest.jsonl and the report files")
-    grid.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
-    grid.add_argument(
-        "--guidance-scale", type=float, default=None, help="guidance scale (default: the pipeline's)"
-    )
-    grid.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
-    grid.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
-    grid.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
+    add_generation_options(grid, batch_size=False)
+    grid.add_argument("--height", type=int, help=argparse.SUPPRESS)  # before --size; kept working
+    grid.add_argument("--width", type=int, help=argparse.SUPPRESS)
     grid.add_argument(
         "--clip-i",
         action="store_true",
@@ -113,11 +111,11 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 def run_score(args: argparse.Namespace) -> int:
     from faceclip.evaluation.manifest import read_manifest
 
+    _check_positive(args, "batch_size")
     try:
-        _check_positive(args, "batch_size")
         manifest = read_manifest(args.manifest)
     except (FileNotFoundError, ValueError) as err:
-        return _fail(err, 2)
+        raise CommandError(f"--manifest {args.manifest}: {err}") from None
     for problem in manifest.problems:
         logger.warning("%s: %s", args.manifest, problem)
     settings = {"command": "score", "manifest": str(args.manifest)}
@@ -132,57 +130,74 @@ def run_grid_command(args: argparse.Namespace) -> int:
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from faceclip.devices import resolve_device, resolve_dtype
-    from faceclip.evaluation.manifest import ManifestProblem, write_manifest
     from faceclip.evaluation.parallel import process_state
-    from faceclip.evaluation.prompts import load_prompts
-    from faceclip.evaluation.run import (
-        GenerationSettings,
-        StaleImagesError,
-        find_identities,
-        find_stale_images,
-        grid_manifest,
-        plan_grid,
-    )
 
-    try:
+    with settings_errors_as_options({"height": "--size (height)", "width": "--size (width)"}):
         for name in ("seeds", "batch_size"):
             _check_positive(args, name)
-        identities = find_identities(args.identities)
-        prompts = load_prompts(args.prompts)
+        cells, settings = plan(args)
         state = process_state(cpu=True if args.device == "cpu" else None)
         device = state.device if state.num_processes > 1 else resolve_device(args.device)
-        dtype = resolve_dtype(args.dtype, device)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        return _fail(err, 2)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    cells = plan_grid(identities, prompts, seeds, baselines=args.clip_i and not args.no_clip)
+        pipe = load(args, device, resolve_dtype(args.dtype, device))
+        settings = settings.resolve(pipe)
+        check_resumable(args, pipe, cells, settings)
+        logger.info(
+            "grid: %d cells of %d seeds, %d x %d images, %d process(es)", len(cells), len(settings.seeds),
+            settings.width, settings.height, state.num_processes,
+        )  # fmt: skip
+        results = _generate(args, pipe, cells, settings, state)
+    return _write_manifest_and_score(args, cells, results, settings, state, pipe)
+
+
+def plan(args: argparse.Namespace):
+    """The grid's cells and its settings (``None``: the model's defaults), from the arguments."""
+    from faceclip.cli.generate import parse_size
+    from faceclip.evaluation.prompts import load_prompts
+    from faceclip.evaluation.run import find_identities, plan_grid
+    from faceclip.generation import GenerationSettings, consecutive_seeds
+
+    identities = find_identities(args.identities)
+    prompts = load_prompts(args.prompts)
+    height, width = parse_size(args.size) if args.size else (args.height, args.width)
     settings = GenerationSettings(
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        height=args.height,
-        width=args.width,
-        negative_prompt=args.negative_prompt,
-    )
-    metadata = {"model": str(args.model), "dtype": str(dtype).removeprefix("torch.")}
-    if not args.overwrite:  # before loading the model: images made with other settings are not mixed in
-        stale = find_stale_images(cells, out, settings, metadata)
+        prompts=tuple(prompts), seeds=consecutive_seeds(args.first_seed, args.seeds),
+        negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale, height=height, width=width, batch_size=args.seeds,
+    ).validate()  # fmt: skip
+    cells = plan_grid(identities, prompts, settings.seeds, baselines=args.clip_i and not args.no_clip)
+    return cells, settings
+
+
+def load(args: argparse.Namespace, device, dtype):
+    from faceclip.registry import load_pipeline
+
+    pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def check_resumable(args: argparse.Namespace, pipe, cells: list, settings) -> None:
+    """Without ``--overwrite``, refuse a run folder holding images made with other settings (nothing is mixed)."""
+    from pathlib import Path
+
+    from faceclip.evaluation.run import StaleImagesError, find_stale_images
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if not args.overwrite:
+        stale = find_stale_images(pipe, cells, args.out, settings, model=str(args.model))
         if stale:
-            return _fail(StaleImagesError(stale, args.out), 2)
-    logger.info(
-        "grid: %d identities x %d prompts x %d seeds = %d images, %d process(es)",
-        len(identities), len(prompts), args.seeds, len(identities) * len(prompts) * args.seeds, state.num_processes,
-    )  # fmt: skip
+            raise StaleImagesError(stale, args.out)
 
-    try:
-        results = _generate(args, cells, out, settings, state, device, dtype, metadata)
-    except (OSError, ValueError, ImportError) as err:  # WeightsNotFoundError is an OSError
-        return _fail(err, 1)
 
+def _write_manifest_and_score(args, cells, results, settings, state, pipe) -> int:
+    """Write ``manifest.jsonl`` (main process) and score the images that could be made."""
+    from pathlib import Path
+
+    from faceclip.evaluation.manifest import ManifestProblem, write_manifest
+    from faceclip.evaluation.run import grid_manifest
+
+    out = Path(args.out)
     entries = grid_manifest(cells, out)
     errors = {}
     for result in results:
@@ -199,11 +214,12 @@ def run_grid(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "identities": str(args.identities),
         "prompts": str(args.prompts),
-        "seeds": list(seeds),
-        "generation": settings.pipeline_kwargs(),
-        "dtype": metadata["dtype"],
+        "seeds": list(settings.seeds),
+        "generation": {"steps": settings.num_inference_steps, "guidance": settings.guidance_scale,
+                       "size": f"{settings.height}x{settings.width}", "negative_prompt": settings.negative_prompt},
+        "dtype": str(pipe.dtype).removeprefix("torch."),
         "processes": state.num_processes,
-    }
+    }  # fmt: skip
     return _score_and_report(args, usable, problems, run_settings, state)
 
 
@@ -227,12 +243,8 @@ def _score_and_report(args: argparse.Namespace, entries: list, problems: list, s
         identity = IdentityScorer(FaceAnalyzer(backend=args.face_backend))
         recognizer = identity.recognizer_name  # loads the recogniser now, so a missing model fails early
         clip = None if args.no_clip else CLIPScorer.from_pretrained(args.clip_model)
-    except (
-        OSError,
-        ValueError,
-        ImportError,
-    ) as err:  # WeightsNotFoundError, FaceModelNotFoundError are OSErrors
-        return _fail(err, 1)
+    except (OSError, ValueError, ImportError) as err:  # WeightsNotFoundError, FaceModelNotFoundError
+        raise CommandError(f"cannot load the scoring models: {err}", EXIT_BAD_INPUT) from None
     if clip is not None:
         clip.model.to(device)
 
@@ -269,27 +281,16 @@ def _summary_line(overall: dict, n_problems: int) -> str:
     return ", ".join(parts)
 
 
-def _generate(
-    args: argparse.Namespace, cells: list, out, settings, state, device, dtype, metadata: dict
-) -> list:
-    """Load the pipeline and generate this process's share of ``cells``; gather every process's results."""
+def _generate(args: argparse.Namespace, pipe, cells: list, settings, state) -> list:
+    """Generate this process's share of ``cells``; gather every process's results."""
     from faceclip.evaluation.parallel import distributed_map
     from faceclip.evaluation.run import generate_cells
-    from faceclip.registry import load_pipeline
-
-    pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
 
     def generate_share(share: list) -> list:
         return generate_cells(
-            pipe,
-            share,
-            out,
-            settings,
-            overwrite=args.overwrite,
-            metadata=metadata,
+            pipe, share, args.out, settings, model=str(args.model), overwrite=args.overwrite,
             progress=state.is_main_process,
-        )
+        )  # fmt: skip
 
     return distributed_map(generate_share, cells, state)
 
@@ -306,9 +307,4 @@ def _state_or_none(args: argparse.Namespace):
 
 def _check_positive(args: argparse.Namespace, name: str) -> None:
     if getattr(args, name) < 1:
-        raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-
-
-def _fail(error: BaseException, code: int) -> int:
-    print(f"faceclip eval: {error}", file=sys.stderr)
-    return code
+        raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")

@@ -1,49 +1,58 @@
-"""Generating the evaluation grid (identities x prompts x seeds) with a FaceCLIP-SDXL pipeline.
+"""Generating the evaluation grid (identities x prompts x seeds) with a FaceCLIP pipeline.
 
-Images are written as ``images/<identity>/p<prompt>_seed<seed>.png`` (PNG metadata holds the settings) and,
-for CLIP-I, the same prompts and seeds without the identity as ``baselines/p<prompt>_seed<seed>.png``. The work
-unit is a :class:`GridCell` (one identity and prompt, all seeds in one batch), so a grid splits cleanly across
-processes (:func:`faceclip.evaluation.parallel.distributed_map`). Images already on disk are kept when their
-metadata shows they were made with the same settings (model, prompt, seed, reference photo, steps, guidance, size,
-negative prompt...), so an interrupted run resumes where it stopped; images made with other settings are refused
-(:class:`StaleImagesError`) unless ``overwrite`` regenerates them.
+Images are made by the library's generation service (:func:`faceclip.generation.generate_images`), with the
+same defaults, seeds and metadata as ``faceclip generate``, and written as
+``images/<identity>/p<prompt>_seed<seed>.png`` and, for CLIP-I, the same prompts and seeds without the identity
+as ``baselines/p<prompt>_seed<seed>.png``. The work unit is a :class:`GridCell` (one identity and prompt, all
+seeds in one batch), so a grid splits cleanly across processes
+(:func:`faceclip.evaluation.parallel.distributed_map`). Images already on disk are kept when their metadata
+shows they were made with the same settings (model, prompt, seed, reference photo, steps, guidance, size,
+negative prompt, scheduler, dtype), so an interrupted run resumes where it stopped; images made with other
+settings are refused (:func:`find_stale_images`, :class:`StaleImagesError`) unless ``overwrite`` regenerates
+them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from faceclip import __version__
 from faceclip.evaluation.manifest import ManifestEntry
 from faceclip.face import ImageLoadError, NoFaceFoundError
-from faceclip.outputs import file_sha256, read_png_metadata, save_png
+from faceclip.generation import (
+    FaceReference,
+    GenerationSettings,
+    OutputFolder,
+    generate_images,
+    image_file_name,
+    image_metadata,
+)
+from faceclip.outputs import file_sha256, read_png_metadata
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
-UNCOMPARED_METADATA = ("reference", "faceclip_version")
-"""Metadata not compared when deciding whether an image on disk can be kept: the reference's path may be spelled
-differently from run to run (its content is compared through ``reference_sha256``), and a new version of this
-package alone does not make an image stale."""
+UNCOMPARED_METADATA = ("reference", "face_file", "faceclip_version")
+"""Metadata not compared when deciding whether an image on disk can be kept: the reference's path and file name
+may be spelled differently from run to run (its content is compared through ``face_sha256``), and a new version
+of this package alone does not make an image stale."""
 
 _FLAGS = {
-    "num_inference_steps": "--steps",
-    "guidance_scale": "--guidance-scale",
-    "height": "--height",
-    "width": "--width",
+    "steps": "--steps",
+    "guidance": "--guidance-scale",
+    "size": "--size",
     "negative_prompt": "--negative-prompt",
     "model": "--model",
     "dtype": "--dtype",
-    "reference_sha256": "reference photo (SHA-256)",
+    "face_sha256": "reference photo (SHA-256)",
 }
 
 
@@ -66,24 +75,12 @@ class GridCell:
 
     def image_path(self, out_dir: Path, seed: int) -> Path:
         """Where the image of ``seed`` is written."""
-        name = f"p{self.prompt_index:03d}_seed{seed}.png"
-        if self.identity is None:
-            return out_dir / "baselines" / name
-        return out_dir / "images" / self.identity.name / name
+        return out_dir / self.relative_path(seed)
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Pipeline arguments shared by every image of the grid (``None``: the pipeline's default)."""
-
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    height: int | None = None
-    width: int | None = None
-    negative_prompt: str | None = None
-
-    def pipeline_kwargs(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+    def relative_path(self, seed: int) -> Path:
+        """The image of ``seed`` within the run folder."""
+        name = image_file_name(self.prompt_index, seed)
+        return Path("baselines", name) if self.identity is None else Path("images", self.identity.name, name)
 
 
 @dataclass
@@ -112,31 +109,24 @@ class StaleImagesError(ValueError):
         )
 
 
-def image_metadata(
-    cell: GridCell,
-    seed: int,
-    settings: GenerationSettings,
-    metadata: Mapping[str, object] | None = None,
-    reference_sha256: str | None = None,
+def cell_metadata(
+    pipe, cell: GridCell, seed: int, settings: GenerationSettings, model: str, sha256: str | None
 ) -> dict:
-    """The PNG metadata of the image of ``cell`` and ``seed``: everything it was made with."""
+    """The PNG metadata of the image of ``cell`` and ``seed``: :func:`faceclip.generation.image_metadata`
+    (what ``faceclip generate`` records) plus the identity and its reference photo."""
+    reference = cell.identity.reference if cell.identity else None
+    face = FaceReference(None, reference.name, sha256, None, reference) if reference else None
     return {
-        **(metadata or {}),
-        "prompt": cell.prompt,
-        "seed": seed,
+        **image_metadata(pipe, face, cell.prompt, seed, settings, model),
         "identity": cell.identity.name if cell.identity else None,
-        "reference": str(cell.identity.reference) if cell.identity else None,
-        "reference_sha256": reference_sha256,
-        **settings.pipeline_kwargs(),
-        "faceclip_version": __version__,
+        "reference": str(reference) if reference else None,
     }
 
 
 def metadata_mismatch(stored: Mapping[str, object], expected: Mapping[str, object]) -> str | None:
-    """How ``stored`` (an image's metadata) differs from ``expected`` (:func:`image_metadata`), or ``None``.
+    """How ``stored`` (an image's metadata) differs from ``expected`` (:func:`cell_metadata`), or ``None``.
 
-    Keys in :data:`UNCOMPARED_METADATA` are ignored; a key present on one side only (a setting left at the
-    pipeline's default in one run and set in the other) is a difference.
+    Keys in :data:`UNCOMPARED_METADATA` are ignored; a key present on one side only is a difference.
     """
     if not stored:
         return "it has no faceclip metadata (not made by `faceclip eval run`)"
@@ -154,25 +144,20 @@ _MISSING = object()
 
 
 def _shown(metadata: Mapping[str, object], key: str) -> str:
-    if key in metadata:
-        return repr(metadata[key])
-    return "the pipeline's default" if key in GenerationSettings.__dataclass_fields__ else "not recorded"
+    return repr(metadata[key]) if key in metadata else "not recorded"
 
 
 def find_stale_images(
-    cells: Sequence[GridCell],
-    out_dir: str | os.PathLike,
-    settings: GenerationSettings = GenerationSettings(),
-    metadata: Mapping[str, object] | None = None,
-    hashes: dict[Path, str | None] | None = None,
+    pipe, cells: Sequence[GridCell], out_dir: str | os.PathLike, settings: GenerationSettings, model: str = ""
 ) -> list[tuple[Path, str]]:
     """The images of ``cells`` already in ``out_dir`` that were made with other settings, and how they differ.
 
     Args:
-        hashes: a cache of reference SHA-256s by path, filled as references are read.
+        pipe: the loaded pipeline (its defaults, scheduler and dtype are part of the settings).
+        settings: the run's settings (``None`` fields: the model's defaults).
     """
-    out_dir = Path(out_dir)
-    hashes = {} if hashes is None else hashes
+    out_dir, settings = Path(out_dir), settings.resolve(pipe)
+    hashes: dict[Path, str | None] = {}
     stale = []
     for cell in cells:
         for seed in cell.seeds:
@@ -184,7 +169,7 @@ def find_stale_images(
             except (OSError, ValueError, SyntaxError):  # not a PNG, truncated, or its metadata is not JSON
                 stale.append((path, "it cannot be read as a PNG"))
                 continue
-            expected = image_metadata(cell, seed, settings, metadata, _reference_hash(cell, hashes))
+            expected = cell_metadata(pipe, cell, seed, settings, model, _reference_hash(cell, hashes))
             why = metadata_mismatch(stored, expected)
             if why is not None:
                 stale.append((path, why))
@@ -269,82 +254,67 @@ def generate_cells(
     pipe,
     cells: Sequence[GridCell],
     out_dir: str | os.PathLike,
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationSettings,
+    *,
+    model: str = "",
     overwrite: bool = False,
-    metadata: Mapping[str, object] | None = None,
     progress: bool = True,
 ) -> list[CellResult]:
-    """Generate the images of ``cells`` with ``pipe`` (a :class:`~faceclip.pipelines.FaceCLIPStableDiffusionXLPipeline`).
+    """Generate the images of ``cells`` that are not in ``out_dir`` yet (all of them with ``overwrite``).
 
-    Each seed gets its own ``torch.Generator``, so an image depends only on (identity, prompt, seed), not on
-    batching or on how the grid was split. A reference without a face fails its cells, not the run.
+    Call :func:`find_stale_images` on the whole grid first: images already there are taken as finished. Each
+    seed gets its own generator, so an image depends only on (identity, prompt, seed), not on batching or on
+    how the grid was split. A reference without a face fails its cells, not the run.
 
     Args:
         pipe: the pipeline, already on its device.
         cells: the work of this process.
         out_dir: the run folder.
-        settings: steps, guidance, size and negative prompt.
-        overwrite: regenerate images that already exist. Without it, images already there are kept when their
-            metadata matches this run's (resume), and images made with other settings stop the run before
-            anything is generated.
-        metadata: extra PNG metadata (e.g. the model name and dtype), compared like the settings.
+        settings: steps, guidance, size, negative prompt and batch size (``None``: the model's defaults).
+        model: the model argument, recorded in the metadata.
+        overwrite: regenerate images that already exist.
         progress: show a progress bar.
 
     Returns:
         One :class:`CellResult` per cell, in order.
-
-    Raises:
-        StaleImagesError: without ``overwrite``, some images already there were made with other settings.
     """
-    out_dir = Path(out_dir)
-    hashes: dict[Path, str | None] = {}
-    if not overwrite:
-        stale = find_stale_images(cells, out_dir, settings, metadata, hashes)
-        if stale:
-            raise StaleImagesError(stale, out_dir)
-    faces: dict[Path, object] = {}
+    out_dir, settings = Path(out_dir), settings.resolve(pipe)
+    folder = OutputFolder(out_dir, inputs=[c.identity.reference for c in cells if c.identity], overwrite=True)
+    faces: dict[Path, FaceReference | Exception] = {}
     results = []
     for cell in tqdm(cells, desc="generating", unit="cell", disable=not progress):
+        todo = tuple(seed for seed in cell.seeds if overwrite or not cell.image_path(out_dir, seed).is_file())
         paths = [cell.image_path(out_dir, seed) for seed in cell.seeds]
-        todo = [(seed, path) for seed, path in zip(cell.seeds, paths) if overwrite or not path.is_file()]
         if not todo:
             results.append(CellResult(cell, paths))
             continue
-        try:
-            conditioning = _conditioning(pipe, cell, faces)
-        except (NoFaceFoundError, ImageLoadError) as err:
-            logger.warning("identity %s: %s", cell.identity.name, err)
-            results.append(CellResult(cell, error=f"not generated: {err}"))
+        face = _reference_face(pipe, cell, faces)
+        if isinstance(face, Exception):
+            logger.warning("identity %s: %s", cell.identity.name, face)
+            results.append(CellResult(cell, error=f"not generated: {face}"))
             continue
-        generators = [torch.Generator().manual_seed(seed) for seed, _ in todo]
-        images = pipe(
-            **conditioning,
-            num_images_per_prompt=len(todo),
-            generator=generators,
-            **settings.pipeline_kwargs(),
-        ).images
-        for (seed, path), image in zip(todo, images, strict=True):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            info = image_metadata(cell, seed, settings, metadata, _reference_hash(cell, hashes))
-            save_png(image, path, info)
+        cell_settings = dataclasses.replace(settings, prompts=(cell.prompt,), seeds=todo)
+        extra = {"identity": cell.identity.name if cell.identity else None,
+                 "reference": str(cell.identity.reference) if cell.identity else None}  # fmt: skip
+        for generated in generate_images(
+            pipe, face, cell_settings, model=model, extra_metadata=extra, progress=False
+        ):
+            folder.save(generated, os.fspath(cell.relative_path(generated.seed)))
         results.append(CellResult(cell, paths))
     return results
 
 
-def _conditioning(pipe, cell: GridCell, faces: dict) -> dict:
-    """Pipeline inputs of a cell: the prepared face and prompt, or no-identity embeddings for a baseline."""
+def _reference_face(pipe, cell: GridCell, faces: dict) -> FaceReference | Exception | None:
+    """The prepared reference of ``cell`` (``None`` for a baseline), or the error that stopped it; cached."""
     if cell.identity is None:
-        # Without identity: the encoder's no-face path (black face, no id token), as for the negative prompt.
-        no_face = torch.zeros(1, dtype=torch.bool, device=pipe.device)
-        with torch.no_grad():
-            out = pipe.faceclip_encoder(face_images=None, prompts=[cell.prompt], has_face=no_face)
-        return {"prompt_embeds": out.prompt_embeds, "pooled_prompt_embeds": out.pooled_prompt_embeds}
+        return None
     reference = cell.identity.reference
     if reference not in faces:
         try:
-            faces[reference] = pipe.prepare_face(reference)
-        except (NoFaceFoundError, ImageLoadError) as err:
+            sha256 = file_sha256(reference)
+            faces[reference] = FaceReference(
+                pipe.prepare_face(reference), reference.name, sha256, None, reference
+            )
+        except (NoFaceFoundError, ImageLoadError, OSError) as err:
             faces[reference] = err  # fail this identity's other cells without detecting again
-    if isinstance(faces[reference], Exception):
-        raise faces[reference]
-    return {"face_image": faces[reference], "prompt": cell.prompt}
+    return faces[reference]
