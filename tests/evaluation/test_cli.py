@@ -53,7 +53,7 @@ def test_eval_score_user_errors_are_one_line_messages(tmp_path, astronaut, noise
     code = main(["eval", "score", "--manifest", str(manifest), "--out", str(tmp_path / "o"),
                  "--clip-model", str(tmp_path / "no-clip-here"), "--face-backend", "opencv"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 1 and "Could not find the CLIP model" in err and "Traceback" not in err
+    assert code == 2 and "Could not find the CLIP model" in err and "Traceback" not in err  # nothing scored
 
 
 def test_cli_default_clip_model_matches_the_library():
