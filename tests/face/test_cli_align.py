@@ -197,3 +197,18 @@ def test_a_write_failure_skips_that_input_and_the_batch_goes_on(photos, tmp_path
     assert "aligned 1 of 2 image(s)" in err and "1 failed" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["astro.png", "tilted.json", "tilted.png"]
     assert list((out / "astro.png").iterdir()) == []
+
+
+def test_a_second_run_keeps_earlier_crops_unless_overwrite(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["align", str(photos), "--out", str(out), "--size", "112"]) == 0
+    capsys.readouterr()
+    crop = out / "astro.png"
+    stamp = crop.stat().st_mtime_ns
+    assert main(["align", str(photos), "--out", str(out), "--size", "128"]) == 0
+    assert "kept 2 crop(s) of an earlier run" in capsys.readouterr().err
+    assert crop.stat().st_mtime_ns == stamp
+    assert main(["align", str(photos), "--out", str(out), "--size", "128", "--overwrite"]) == 0
+    assert "aligned 2 of 2" in capsys.readouterr().err
+    with Image.open(crop) as image:
+        assert image.size == (128, 128)

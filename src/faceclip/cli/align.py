@@ -3,7 +3,8 @@
 For each input image ``photo.jpg`` it writes ``OUT/photo.png`` (the aligned crop) and ``OUT/photo.json`` (box,
 score and 5 landmarks in source-image pixels, and the source-to-crop transform). A bad image, or one whose outputs
 cannot be written, is reported and skipped; the exit code is 1 if any input failed. ``OUT`` must be a folder of its
-own: one that holds input photos is refused, so that a crop never replaces a photo.
+own: one that holds input photos is refused, so that a crop never replaces a photo. A crop already in ``OUT`` (from
+an earlier run) is kept and its photo skipped, so an interrupted batch resumes; ``--overwrite`` redoes it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from faceclip.cli._errors import CommandError
+from faceclip.cli._options import add_overwrite_option
 from faceclip.outputs import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -47,23 +50,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="face models: opencv (bundled, offline), insightface (if installed), auto (default)",
     )
+    add_overwrite_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    setup = prepare(args)
-    if isinstance(setup, int):
-        return setup
-    analyzer, inputs, missing = setup
+    analyzer, inputs, missing = prepare(args)
     for path in missing:
         print(f"faceclip align: skipped '{path}': file not found", file=sys.stderr)
     protected = {path.resolve() for path in inputs}
     stems = unique_stems(inputs)
-    failed, done = len(missing), 0
+    failed, done, kept = len(missing), 0, 0
     for path in tqdm(inputs, desc="aligning", unit="image", file=sys.stderr):
-        problem = align_one(analyzer, path, args, args.out / stems[path], protected)
+        out_stem = args.out / stems[path]
+        if not args.overwrite and all(out_stem.with_suffix(s).is_file() for s in (".png", ".json")):
+            kept += 1
+            continue
+        problem = align_one(analyzer, path, args, out_stem, protected)
         if problem:
             failed += 1
             tqdm.write(f"faceclip align: skipped '{path}': {problem}", file=sys.stderr)
@@ -71,44 +76,42 @@ def run(args: argparse.Namespace) -> int:
             done += 1
     total = len(inputs) + len(missing)
     summary = f"faceclip align: aligned {done} of {total} image(s) into '{args.out}'"
+    if kept:
+        summary += f"; kept {kept} crop(s) of an earlier run (--overwrite redoes them)"
     print(summary + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
 def prepare(args: argparse.Namespace):
-    """Check the arguments, load the face models and create ``--out``: (analyzer, inputs, missing inputs), or the
-    exit code after printing what is wrong."""
+    """Check the arguments, load the face models and create ``--out``: (analyzer, inputs, missing inputs).
+
+    Raises:
+        CommandError: what is wrong, before any photo is read.
+    """
     from PIL import Image
 
     from faceclip.face import FaceAnalyzer
     from faceclip.face.model_files import FaceModelNotFoundError
 
     if args.size < 16:
-        print(f"faceclip align: --size must be at least 16 pixels, got {args.size}.", file=sys.stderr)
-        return 2
+        raise CommandError(f"--size must be at least 16 pixels, got {args.size}.")
     inputs, missing = collect_inputs(args.inputs, set(Image.registered_extensions()))
     if not inputs and not missing:
-        print("faceclip align: no image files found in the given folders.", file=sys.stderr)
-        return 2
+        raise CommandError("no image files found in the given folders.")
     problem = check_output_folder(args.out) or check_separate_from_inputs(args.out, args.inputs, inputs)
     if problem:
-        print(f"faceclip align: {problem}", file=sys.stderr)
-        return 2
+        raise CommandError(problem)
     try:
         analyzer = FaceAnalyzer(backend=args.backend)
         _ = analyzer.detector  # load the models now: a broken install fails once, before the batch
     except (FaceModelNotFoundError, ImportError, FileNotFoundError) as error:
-        print(f"faceclip align: cannot load the face models: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(f"cannot load the face models: {error}") from None
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        print(
-            f"faceclip align: cannot create the output folder '{args.out}': {error.strerror or error}; "
-            "choose another with --out DIR.",
-            file=sys.stderr,
-        )
-        return 2
+        raise CommandError(
+            f"cannot create the output folder '{args.out}': {error.strerror or error}; choose another with --out DIR."
+        ) from None
     return analyzer, inputs, missing
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from faceclip.cli._errors import CommandError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--official", dest="released", metavar="PATH", help=argparse.SUPPRESS)  # older name
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must not exist)")
     parser.add_argument(
-        "--config", default="faceclip-sdxl", help="encoder config name (default: faceclip-sdxl)"
+        "--config",
+        default="faceclip-sdxl",
+        help="encoder architecture, a packaged config name (default: faceclip-sdxl)",
     )
     parser.add_argument(
         "--dtype",
@@ -48,15 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     if out.exists():
-        print(f"faceclip convert: --out {out} already exists; choose a new folder.", file=sys.stderr)
-        return 2
+        raise CommandError(f"--out {out} already exists; choose a new folder.")
     try:
         encoder = FaceCLIPEncoder.from_official(
             args.released, config=args.config, torch_dtype=resolve_dtype(args.dtype)
         )
     except (WeightsNotFoundError, CheckpointKeyError, ValueError) as err:
-        print(f"faceclip convert: {err}", file=sys.stderr)
-        return 1
+        raise CommandError(f"--released {args.released}: {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as staging:
         encoder.save_pretrained(staging)

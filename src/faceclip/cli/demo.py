@@ -40,12 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_options(parser)
     parser.add_argument(
         "--out",
-        "--output-dir",
         dest="output_dir",
         default="outputs/demo",
         metavar="DIR",
         help="where generated PNGs are saved (default: outputs/demo); earlier files are never replaced",
     )
+    parser.add_argument("--output-dir", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--max-images", type=int, default=4, help="most images per request (default: 4)")
     parser.add_argument(
         "--queue-size", type=int, default=16, help="requests that may wait while one runs (default: 16)"

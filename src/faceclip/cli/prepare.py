@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from faceclip.cli._errors import CommandError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,11 +19,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "other settings are refused: use a new --out, or --overwrite).",
     )
     parser.add_argument("input", metavar="INPUT", help="folder with image + .txt pairs, or a .jsonl manifest")
-    parser.add_argument("--out", required=True, help="shard folder")
-    parser.add_argument("--samples-per-shard", type=int, default=1000)
+    parser.add_argument("--out", required=True, metavar="DIR", help="shard folder")
+    parser.add_argument(
+        "--samples-per-shard",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="samples per .tar shard (default 1000)",
+    )
     parser.add_argument("--shard-index", type=int, default=0, help="this job's index (0-based)")
     parser.add_argument("--num-shards", type=int, default=1, help="number of parallel jobs")
-    parser.add_argument("--face-size", type=int, default=448)
+    parser.add_argument(
+        "--face-size",
+        type=int,
+        default=448,
+        metavar="PX",
+        help="side of the aligned face crops (default 448)",
+    )
     parser.add_argument(
         "--identity-from-folder", action="store_true", help="sub-folder names are identity labels"
     )
@@ -58,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )  # fmt: skip
     except (FileNotFoundError, ValueError, ImportError, WeightsNotFoundError, FaceModelNotFoundError) as err:
-        print(f"faceclip prepare: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from None
     print(json.dumps(report.__dict__), flush=True)
     print(
         f"{report.samples_written} samples in {len(report.shards_written)} new shard(s), {report.samples_skipped} "
