@@ -174,8 +174,8 @@ def test_cli_convert_pt_and_safetensors(tiny_encoder, tiny_config, faces, tmp_pa
     assert main(["convert", "--released", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert (
-        main(["convert", "--released", str(pt), "--out", str(tmp_path / "y")]) == 1
-    )  # tiny weights, sdxl config
+        main(["convert", "--released", str(pt), "--out", str(tmp_path / "y")]) == 2
+    )  # tiny weights, sdxl config: a wrong --config is bad input
     assert "Missing keys" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
