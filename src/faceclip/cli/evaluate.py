@@ -20,6 +20,7 @@ from faceclip.cli._options import (
     add_base_model_option,
     add_generation_options,
     add_model_option,
+    add_overwrite_option,
     settings_errors_as_options,
 )
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--manifest", required=True, help="JSONL manifest of the images to score")
     score.add_argument("--out", required=True, help="folder for the report files")
+    add_overwrite_option(score)
     _add_scoring_arguments(score)
     score.set_defaults(func=run_score)
 
@@ -109,9 +111,18 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from faceclip.evaluation.manifest import read_manifest
+    from faceclip.evaluation.report import REPORT_FILES
 
     _check_positive(args, "batch_size")
+    earlier = [name for name in REPORT_FILES.values() if (Path(args.out) / name).exists()]
+    if earlier and not args.overwrite:
+        raise CommandError(
+            f"--out {args.out} already holds a report ({', '.join(earlier)}); choose another --out, or pass "
+            "--overwrite to replace it."
+        )
     try:
         manifest = read_manifest(args.manifest)
     except (FileNotFoundError, ValueError) as err:
