@@ -39,14 +39,14 @@ def default_settings(pipe: object | None = None) -> FormValues:
     default size (the released portrait size; a small one for tiny components), as every surface uses."""
     from faceclip.registry import FAMILIES, family_of
 
-    DEFAULTS = family_of(pipe).defaults if pipe is not None else FAMILIES[0].defaults  # noqa: N806
-    height, width = pipe.default_size if pipe is not None else (DEFAULTS.height, DEFAULTS.width)
+    defaults = family_of(pipe).defaults if pipe is not None else FAMILIES[0].defaults
+    height, width = pipe.default_size if pipe is not None else (defaults.height, defaults.width)
     return FormValues(
         prompt=handlers.EXAMPLE_PROMPTS[0],
-        negative_prompt=DEFAULTS.negative_prompt,
+        negative_prompt=defaults.negative_prompt,
         num_images=2,
-        steps=DEFAULTS.num_inference_steps,
-        guidance_scale=DEFAULTS.guidance_scale,
+        steps=defaults.num_inference_steps,
+        guidance_scale=defaults.guidance_scale,
         width=width,
         height=height,
     )
@@ -90,6 +90,71 @@ def import_gradio():
     return gradio
 
 
+class _Callbacks:
+    """What the page's events run: a photo was chosen, Generate was clicked (the layout is in create_demo)."""
+
+    def __init__(self, gr, pipe: handlers.DemoPipeline, config: DemoConfig, output_dir: Path):
+        self.gr, self.pipe, self.config, self.output_dir = gr, pipe, config, output_dir
+
+    def on_photo(self, payload: Any, choice: str | None = None):
+        gr = self.gr
+        path = _payload_path(payload)
+        no_choice = gr.Radio(choices=[], value=None, visible=False)
+        if path is None:
+            return None, None, None, FACE_HINT, no_choice
+        try:
+            face_index = int(choice) - 1 if choice else None
+            preview = handlers.preview_face(self.pipe, handlers.read_photo(path), face_index=face_index)
+            chosen = handlers.choose_face(preview, path, _payload_name(payload))  # photo's name and SHA-256
+        except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
+            logger.info("photo refused: %s", error)
+            gr.Warning(str(error), title="Cannot use this photo")
+            return None, None, None, f"**Cannot use this photo.** {error}", no_choice
+        except Exception:
+            logger.exception("face preparation failed")
+            raise gr.Error(
+                "Something went wrong while reading this photo; the details are in the server log.",
+                title="Cannot use this photo",
+                print_exception=False,
+            ) from None
+        choices = [str(i + 1) for i in range(preview.num_faces)]
+        face_choice = gr.Radio(
+            choices=choices, value=choices[preview.face_index], visible=preview.num_faces > 1
+        )
+        return chosen, preview.annotated, preview.aligned, preview.message, face_choice
+
+    def on_generate(self, face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress):
+        gr, config = self.gr, self.config
+        if face is None:
+            gr.Warning("Upload a photo with a face first.", title="No face yet")
+            yield gr.skip(), gr.skip()
+            return
+        try:
+            width, height = handlers.size_from_label(size)
+            settings = FormValues(
+                prompt=prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
+                guidance_scale=guidance, seed=seed, width=width, height=height,
+            ).to_settings(max_images=config.max_images, max_steps=config.max_steps)  # fmt: skip
+        except DemoError as error:
+            gr.Warning(str(error), title="Check the settings")
+            yield gr.skip(), gr.skip()
+            return
+        progress(0.0, desc="Starting")
+        paths: list[str] = []
+        try:
+            for path in handlers.generate_images(
+                self.pipe, face, settings, self.output_dir, model_name=config.model_name,
+                on_progress=lambda fraction, desc: progress(fraction, desc=desc),
+            ):  # fmt: skip
+                paths.append(str(path))
+                yield paths, paths
+        except Exception as error:
+            logger.exception("generation failed")
+            raise gr.Error(
+                _generation_failure(error), title="Generation failed", print_exception=False
+            ) from None
+
+
 def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -> gradio.Blocks:
     """Build the page around a loaded pipeline.
 
@@ -112,75 +177,16 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
     if default_size not in size_labels:
         size_labels.append(default_size)
 
+    callbacks = _Callbacks(gr, pipe, config, output_dir)
     progress_tracker = gr.Progress()  # Gradio fills in a per-request tracker for this default
 
-    def on_photo(payload: Any, choice: str | None = None):
-        path = _payload_path(payload)
-        no_choice = gr.Radio(choices=[], value=None, visible=False)
-        if path is None:
-            return None, None, None, FACE_HINT, no_choice
-        try:
-            face_index = int(choice) - 1 if choice else None
-            preview = handlers.preview_face(pipe, handlers.read_photo(path), face_index=face_index)
-            chosen = handlers.choose_face(preview, path, _payload_name(payload))  # photo's name and SHA-256
-        except DemoError as error:  # the user's to fix: say so in the page, keep the page usable
-            logger.info("photo refused: %s", error)
-            gr.Warning(str(error), title="Cannot use this photo")
-            return None, None, None, f"**Cannot use this photo.** {error}", no_choice
-        except Exception:
-            logger.exception("face preparation failed")
-            raise gr.Error(
-                "Something went wrong while reading this photo; the details are in the server log.",
-                title="Cannot use this photo",
-                print_exception=False,
-            ) from None
-        choices = [str(i + 1) for i in range(preview.num_faces)]
-        face_choice = gr.Radio(
-            choices=choices, value=choices[preview.face_index], visible=preview.num_faces > 1
-        )
-        return chosen, preview.annotated, preview.aligned, preview.message, face_choice
-
     def on_generate(
-        face, prompt, negative_prompt, num_images, steps, guidance, seed, size, progress=progress_tracker
+        face, prompt, negative, num_images, steps, guidance, seed, size, progress=progress_tracker
     ):
-        if face is None:
-            gr.Warning("Upload a photo with a face first.", title="No face yet")
-            yield gr.skip(), gr.skip()
-            return
-        try:
-            width, height = handlers.size_from_label(size)
-            settings = FormValues(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                num_images=num_images,
-                steps=steps,
-                guidance_scale=guidance,
-                seed=seed,
-                width=width,
-                height=height,
-            ).to_settings(max_images=config.max_images, max_steps=config.max_steps)
-        except DemoError as error:
-            gr.Warning(str(error), title="Check the settings")
-            yield gr.skip(), gr.skip()
-            return
-        progress(0.0, desc="Starting")
-        paths: list[str] = []
-        try:
-            for path in handlers.generate_images(
-                pipe,
-                face,
-                settings,
-                output_dir,
-                model_name=config.model_name,
-                on_progress=lambda fraction, desc: progress(fraction, desc=desc),
-            ):
-                paths.append(str(path))
-                yield paths, paths
-        except Exception as error:
-            logger.exception("generation failed")
-            raise gr.Error(
-                _generation_failure(error), title="Generation failed", print_exception=False
-            ) from None
+        # Gradio finds the progress tracker by this signature's default, so the method is wrapped here.
+        yield from callbacks.on_generate(
+            face, prompt, negative, num_images, steps, guidance, seed, size, progress
+        )
 
     # delete_cache: every hour, drop uploads and served copies older than a day from Gradio's cache.
     with gr.Blocks(title="FaceCLIP demo", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -263,7 +269,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
             queue=False,
             show_progress="hidden",
         ).then(
-            on_photo,
+            callbacks.on_photo,
             inputs=photo,
             outputs=face_outputs,
             preprocess=False,
@@ -271,7 +277,7 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
             concurrency_limit=1,
         )
         face_choice.input(
-            on_photo,
+            callbacks.on_photo,
             inputs=[photo, face_choice],
             outputs=face_outputs,
             preprocess=False,
