@@ -44,7 +44,9 @@ def test_eval_score_writes_all_reports_and_reports_bad_lines(
              "--face-backend", "opencv", "--no-contact-sheet"]  # fmt: skip
     before = (out / "report.json").read_bytes()
     assert main(again) == 2  # a second run into the folder keeps the first report
-    assert "already holds a report" in capsys.readouterr().err and (out / "report.json").read_bytes() == before
+    assert (
+        "already holds a report" in capsys.readouterr().err and (out / "report.json").read_bytes() == before
+    )
     strict = main([*again, "--overwrite"])
     assert strict == 1
     assert json.loads((out / "report.json").read_text())["clip_model"] is None

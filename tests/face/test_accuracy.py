@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from faceclip.face import AlignedFace, FaceAnalyzer, NoFaceFoundError, arcface_template, cosine_similarity
-from faceclip.face.alignment import transform_points
+from faceclip.face import AlignedFace, FaceAnalyzer, NoFaceFoundError
+from faceclip.face.alignment import arcface_template, transform_points
 from faceclip.face.detection import YuNetDetector
+from faceclip.face.recognition import cosine_similarity
 from faceclip.face.refinement import central_face
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "faces"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceclip.face import AlignedFace, NoFaceFoundError, cosine_similarity, to_tensor
+from faceclip.face import AlignedFace, NoFaceFoundError, to_tensor
+from faceclip.face.recognition import cosine_similarity
 
 
 def test_detect_finds_the_astronaut(analyzer, astronaut_path):

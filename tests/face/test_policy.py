@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceclip.face import FaceAnalyzer, NoFaceFoundError, arcface_template
+from faceclip.face import FaceAnalyzer, NoFaceFoundError
+from faceclip.face.alignment import arcface_template
 from faceclip.face.detection import YuNetDetector
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceclip.models import get_tokenizer
 from faceclip.models.encoder import PROMPT_PREFIX
+from faceclip.models.tokenizer import get_tokenizer
 
 from .conftest import DATA
 

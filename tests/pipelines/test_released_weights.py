@@ -9,7 +9,8 @@ pytestmark = pytest.mark.weights
 
 
 def test_released_weights_keep_the_identity(face_photo, tmp_path):
-    from faceclip.face import FaceAnalyzer, cosine_similarity
+    from faceclip.face import FaceAnalyzer
+    from faceclip.face.recognition import cosine_similarity
     from faceclip.registry import load_pipeline
 
     cuda = torch.cuda.is_available()

@@ -122,7 +122,8 @@ def align_one(
 
     Nothing is written over a path in ``protected`` (the inputs), and a crop without its JSON is removed.
     """
-    from faceclip.face import LANDMARK_NAMES, ImageLoadError, NoFaceFoundError
+    from faceclip.face import ImageLoadError, NoFaceFoundError
+    from faceclip.face.types import LANDMARK_NAMES
     from faceclip.outputs import save_png
 
     try:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceclip.face import FaceAnalyzer, NoFaceFoundError, cosine_similarity
+from faceclip.face import FaceAnalyzer, NoFaceFoundError
+from faceclip.face.recognition import cosine_similarity
 
 logger = logging.getLogger(__name__)
 

@@ -6,27 +6,19 @@
 >>> faces = to_tensor(aligned.image)[None]          # (1, 3, 448, 448) in [0, 1]
 """
 
-from faceclip.face.alignment import ARCFACE_TEMPLATE_112, align_face, arcface_template, estimate_alignment
 from faceclip.face.analyzer import FaceAnalyzer, NoFaceFoundError
 from faceclip.face.image_io import ImageLoadError, load_image
 from faceclip.face.model_files import FaceModelNotFoundError
-from faceclip.face.recognition import cosine_similarity
 from faceclip.face.tensors import to_tensor
-from faceclip.face.types import LANDMARK_NAMES, AlignedFace, DetectedFace
+from faceclip.face.types import AlignedFace, DetectedFace
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112",
-    "LANDMARK_NAMES",
     "AlignedFace",
     "DetectedFace",
     "FaceAnalyzer",
     "FaceModelNotFoundError",
     "ImageLoadError",
     "NoFaceFoundError",
-    "align_face",
-    "arcface_template",
-    "cosine_similarity",
-    "estimate_alignment",
     "load_image",
     "to_tensor",
 ]

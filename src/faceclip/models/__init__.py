@@ -5,7 +5,6 @@ one from a packaged config with ``create_encoder``, load released weights with `
 or converted ones with ``FaceCLIPEncoder.from_pretrained``.
 """
 
-from faceclip.models.branch import BranchConfig, BranchOutput, FaceCLIPBranch
 from faceclip.models.encoder import (
     FaceCLIPEncoder,
     FaceCLIPEncoderOutput,
@@ -13,21 +12,11 @@ from faceclip.models.encoder import (
     encoder_config,
     list_configs,
 )
-from faceclip.models.face_vit import FaceFeatures, FaceViT, FaceViTConfig
-from faceclip.models.tokenizer import CLIPTokenizer, get_tokenizer
 
 __all__ = [
-    "BranchConfig",
-    "BranchOutput",
-    "CLIPTokenizer",
-    "FaceCLIPBranch",
     "FaceCLIPEncoder",
     "FaceCLIPEncoderOutput",
-    "FaceFeatures",
-    "FaceViT",
-    "FaceViTConfig",
     "create_encoder",
     "encoder_config",
-    "get_tokenizer",
     "list_configs",
 ]

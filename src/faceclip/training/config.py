@@ -146,7 +146,9 @@ class Stage2ModelConfig:
     components: str = (
         "stabilityai/stable-diffusion-xl-base-1.0"  # "tiny-random" (seeded tiny parts) | hub id | folder
     )
-    encoder: str = "ByteDance/FaceCLIP"  # any model argument of faceclip.registry ("tiny-random" with tiny components)
+    encoder: str = (
+        "ByteDance/FaceCLIP"  # any model argument of faceclip.registry ("tiny-random" with tiny components)
+    )
     seed: int = 0
     train_encoder: bool = False
     condition_dropout: float = 0.1  # black face, no-face flag and empty prompt together

@@ -27,7 +27,6 @@ from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, StepOutput, load
 logger = logging.getLogger(__name__)
 
 
-
 def load_components(config: Stage2Config) -> dict:
     """``vae``, ``unet``, ``scheduler`` and ``faceclip_encoder`` as ``model.components`` / ``model.encoder`` say.
 
