@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {
     "fp32": torch.float32,
@@ -20,9 +24,33 @@ def resolve_device(name: str | None = "auto") -> torch.device:
         accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
         return accelerator or torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"--device: '{name}' is not a device; use auto, cpu, cuda, cuda:1 or mps.") from err
+    check_device_exists(device)
+    return device
+
+
+def check_device_exists(device: torch.device) -> None:
+    """Refuse, before anything is loaded, a device this machine does not have (or one that holds no data).
+
+    Raises:
+        ValueError: naming ``--device`` and the devices there are.
+    """
+    if device.type == "cpu":
+        return
+    if device.type == "meta":
+        raise ValueError(
+            "--device meta holds no data and cannot run a model; use auto, cpu or an accelerator."
+        )
+    module = getattr(torch, device.type, None)
+    available = module is not None and hasattr(module, "is_available") and module.is_available()
+    count = (
+        module.device_count() if available and hasattr(module, "device_count") else (1 if available else 0)
+    )
+    if not available or (device.index is not None and device.index >= count):
+        there = f"{count} {device.type} device(s)" if available else f"no {device.type} device"
+        raise ValueError(f"--device {device}: this machine has {there}; use --device auto or cpu.")
 
 
 def resolve_dtype(name: str | None, device: torch.device | None = None) -> torch.dtype:
@@ -31,4 +59,9 @@ def resolve_dtype(name: str | None, device: torch.device | None = None) -> torch
         return torch.bfloat16 if device is not None and device.type != "cpu" else torch.float32
     if name not in DTYPES:
         raise ValueError(f"--dtype: '{name}' is not supported; use one of auto, fp32, bf16, fp16.")
-    return DTYPES[name]
+    dtype = DTYPES[name]
+    if dtype == torch.float16 and device is not None and device.type == "cpu":
+        logger.warning(
+            "--dtype fp16 on the CPU: slow, and some operations run in fp32; fp32 or bf16 is usual there."
+        )
+    return dtype

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from faceclip.outputs import file_sha256, generation_metadata, save_png
+from faceclip.outputs import file_sha256, generation_metadata, output_folder_problem, save_png
 
 MAX_SEED = 2**53 - 1
 """Largest seed: every seed is a whole number from 0 to 2**53 - 1, the integers a JSON reader and a browser
 hold exactly, so a seed read back from PNG metadata or typed into the demo is the seed that was used. Image ``k``
 of a run started at seed ``s`` uses ``s + k``; a run whose last seed would pass this is refused (no wrapping)."""
+
+MAX_SIDE = 4096
+"""Largest image side in pixels: 4096 x 4096 is 16 megapixels, four times the largest size SDXL was trained for;
+bigger sizes fail allocating memory after the model has loaded, so they are refused up front."""
 
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``: denoising steps finished so far in the whole request, and how many there are."""
@@ -91,7 +94,7 @@ class GenerationSettings:
         _check_int("batch_size", self.batch_size, 1, 1024)
         for name in ("height", "width"):
             value = getattr(self, name)
-            _check_int(name, value, 8, 8192)
+            _check_int(name, value, 8, MAX_SIDE)
             if value is not None and value % 8:
                 raise SettingsError(f"must be a multiple of 8; got {value}.", name)
         guidance = self.guidance_scale
@@ -195,9 +198,13 @@ class FaceReference:
             faceclip.face.ImageLoadError, faceclip.face.NoFaceFoundError: as
                 :func:`faceclip.pipelines.prepare_face`; OSError when the file cannot be read.
         """
+        from faceclip.face.image_io import ImageLoadError, check_regular_file
         from faceclip.pipelines.face_input import prepare_face
 
         path = Path(path)
+        if not path.exists():
+            raise ImageLoadError(f"Image file not found: '{path}'. Check the path.")
+        check_regular_file(path, "a face photo")  # hashing a pipe or /dev/zero would never end
         sha256 = file_sha256(path)
         face = prepare_face(os.fspath(path), analyzer=analyzer, face_index=face_index)
         return cls(face, path.name, sha256, face_index, path)
@@ -344,7 +351,7 @@ class OutputFolder:
     runs writing at once get different names too).
 
     Args:
-        path: the folder (created, and checked writable, before anything slow starts).
+        path: the folder: checked writable now, before anything slow starts; created with the first file.
         inputs: the run's input files (face photos, prompt files); writing over one is an error.
         overwrite: replace files already there (never an input).
     """
@@ -359,14 +366,9 @@ class OutputFolder:
         self.path = Path(path)
         self.overwrite = overwrite
         self._inputs = {Path(p).resolve() for p in inputs if p is not None}
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".faceclip-write-test-"):
-                pass
-        except OSError as error:
-            raise OutputError(
-                f"cannot write to the output folder {self.path}: {error.strerror or error}; choose another one."
-            ) from None
+        problem = output_folder_problem(self.path)
+        if problem:
+            raise OutputError(problem)
 
     def check_names(self, names: Iterable[str]) -> None:
         """Refuse, before anything slow starts, a run that would write one of ``names`` over an input.

@@ -122,6 +122,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def output_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot receive outputs, or ``None`` when it can; nothing is created.
+
+    An existing folder must accept a file; a missing one must lie under a writable folder (it is created when
+    the first file is written, so a run that fails before that leaves no empty folder behind).
+    """
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            return f"'{folder}' is a file, not a folder; choose a folder."
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".faceclip-write-test-"):
+                pass
+        except OSError as error:
+            return f"cannot write to the output folder '{folder}': {error.strerror or error}; choose another."
+        return None
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create the output folder '{folder}': '{parent}' is a file; choose another."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create the output folder '{folder}': '{parent}' is not writable; choose another."
+    return None
+
+
 def give_usual_permissions(path: str | os.PathLike) -> None:
     """chmod ``path`` (and, for a folder, everything in it) to ``0666``/``0777`` less the umask.
 

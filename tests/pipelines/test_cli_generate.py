@@ -188,7 +188,7 @@ def test_unwritable_output_folder(tmp_path, capsys, face_photo):
         capsys, "--face", str(face_photo), "--prompt", "a", "--model", "tiny-random", "--out", str(out)
     )
     assert code != 0
-    assert code == 2 and "cannot write to the output folder" in err and str(out) in err
+    assert code == 2 and "cannot create the output folder" in err and str(out) in err
 
 
 def test_missing_weights(tmp_path, capsys, face_photo, monkeypatch):

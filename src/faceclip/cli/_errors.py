@@ -13,6 +13,8 @@ without a traceback, and exits with one of:
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -41,11 +43,15 @@ def is_user_error(error: BaseException) -> bool:
     """
     if isinstance(error, CommandError):
         return True
-    if isinstance(error, OSError) and error.filename is not None:
+    if isinstance(error, OSError) and (error.filename is not None or error.errno in _FILE_SYSTEM_ERRNOS):
         return True
     if not isinstance(error, (ValueError, LookupError, OSError)):
         return False
     return type(error).__module__.startswith("faceclip.") or _raised_by_faceclip(error)
+
+
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""A full disk, a quota, a read-only file system, no permission: the user's to fix, wherever it happens."""
 
 
 def _raised_by_faceclip(error: BaseException) -> bool:
@@ -58,10 +64,10 @@ def _raised_by_faceclip(error: BaseException) -> bool:
 
 def message_of(error: BaseException) -> str:
     """The one-line text shown for ``error``."""
-    if (
-        isinstance(error, OSError)
-        and error.filename is not None
-        and not type(error).__module__.startswith("faceclip.")
-    ):
-        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, OSError) and not type(error).__module__.startswith("faceclip."):
+        if error.filename is not None:
+            return f"{error.filename}: {error.strerror or error}"
+        if error.errno in _FILE_SYSTEM_ERRNOS:
+            reason = error.strerror or str(error)
+            return f"{reason} while writing; nothing partial was left. Free space, or choose another --out."
     return str(error)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from faceclip.cli._errors import CommandError
@@ -164,29 +162,11 @@ def align_one(
 
 
 def check_output_folder(out: Path) -> str | None:
-    """Why ``out`` cannot be the output folder (a message naming ``--out``), or ``None`` when it can.
+    """Why ``out`` cannot be the output folder (a message naming ``--out``), or ``None`` when it can."""
+    from faceclip.outputs import output_folder_problem
 
-    Nothing is created: an existing folder must accept a file, a missing one must sit under a writable folder.
-    """
-    if out.exists():
-        if not out.is_dir():
-            return f"--out '{out}' is a file, not a folder; choose a folder with --out DIR."
-        try:
-            with tempfile.NamedTemporaryFile(dir=out, prefix=".faceclip-write-test-"):
-                pass
-        except OSError as error:
-            return f"cannot write to the output folder '{out}': {error.strerror or error}; choose another --out DIR."
-        return None
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot create the output folder '{out}': '{parent}' is a file; choose another --out DIR."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return (
-            f"cannot create the output folder '{out}': '{parent}' is not writable; choose another --out DIR."
-        )
-    return None
+    problem = output_folder_problem(out)
+    return f"--out {problem}" if problem else None
 
 
 def check_separate_from_inputs(out: Path, items: list[str], inputs: list[Path]) -> str | None:

@@ -130,11 +130,17 @@ def resolve_device_and_dtype(args: argparse.Namespace):
 
 def load_on_device(args: argparse.Namespace, device, dtype):
     """Load ``--model`` and put it on ``device`` (or offload it there)."""
+    from faceclip.hub import WeightsNotFoundError
     from faceclip.model_family import SourceKind
     from faceclip.registry import load_pipeline, resolve_model
 
-    source = resolve_model(args.model)
-    pipe = load_pipeline(source, base_model=args.base_model, torch_dtype=dtype)
+    try:
+        source = resolve_model(args.model)
+        pipe = load_pipeline(source, base_model=args.base_model, torch_dtype=dtype)
+    except WeightsNotFoundError as error:
+        raise CommandError(
+            f"{error}\nTo try the command without weights (the images are noise): --model tiny-random"
+        ) from None
     if source.kind is SourceKind.TINY:
         print("faceclip generate: tiny-random has random weights: the images are noise.", file=sys.stderr)
     if args.offload:
@@ -152,6 +158,15 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     """
     out = [p.strip() for p in prompts if p.strip()]
     if prompts_file is not None:
+        if not prompts_file.is_file():
+            what = (
+                "a folder"
+                if prompts_file.is_dir()
+                else "not a regular file"
+                if prompts_file.exists()
+                else "missing"
+            )
+            raise CommandError(f"--prompts-file {prompts_file} is {what}; pass a UTF-8 text file of prompts.")
         try:
             text = prompts_file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as error:

@@ -70,11 +70,23 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
         )
 
 
+def check_regular_file(path: Path, what: str = "an image file") -> None:
+    """Refuse, before reading a byte, a path that is a folder, a pipe, a device (``/dev/zero``) or a socket:
+    reading those can block forever or never end.
+
+    Raises:
+        ImageLoadError: naming the path and what it is.
+    """
+    if path.is_dir():
+        raise ImageLoadError(f"'{path}' is a folder, not {what}.")
+    if not path.is_file():
+        raise ImageLoadError(f"'{path}' is not a regular file (a pipe, device or socket), not {what}.")
+
+
 def _load_file(path: Path, max_pixels: int | None) -> Image.Image:
     if not path.exists():
         raise ImageLoadError(f"Image file not found: '{path}'. Check the path.")
-    if path.is_dir():
-        raise ImageLoadError(f"'{path}' is a folder, not an image file.")
+    check_regular_file(path)
     try:
         # Pillow warns between 1x and 2x its own limit and refuses above; our check is exact, so mute the warning.
         with warnings.catch_warnings():
