@@ -117,6 +117,7 @@ def run_score(args: argparse.Namespace) -> int:
     from faceclip.evaluation.report import REPORT_FILES
 
     _check_positive(args, "batch_size")
+    _check_out(args.out)
     earlier = [name for name in REPORT_FILES.values() if (Path(args.out) / name).exists()]
     if earlier and not args.overwrite:
         raise CommandError(
@@ -168,6 +169,7 @@ def plan(args: argparse.Namespace):
     from faceclip.evaluation.run import find_identities, plan_grid
     from faceclip.generation import GenerationSettings, consecutive_seeds
 
+    _check_out(args.out)
     identities = find_identities(args.identities)
     prompts = load_prompts(args.prompts)
     height, width = parse_size(args.size) if args.size else (args.height, args.width)
@@ -314,6 +316,14 @@ def _state_or_none(args: argparse.Namespace):
         return process_state(cpu=True if args.device == "cpu" else None)
     except ImportError:
         return None
+
+
+def _check_out(out: str) -> None:
+    from faceclip.outputs import output_folder_problem
+
+    problem = output_folder_problem(out)
+    if problem:
+        raise CommandError(f"--out {problem}")
 
 
 def _check_positive(args: argparse.Namespace, name: str) -> None:
