@@ -138,7 +138,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     negative = args.negative_prompt if args.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
-    embeds, pooled = pipe.encode_prompt(face, prompts)  # the face is encoded once for all prompts
+    # the face is encoded once for all prompts
+    embeds, _, pooled, _ = pipe.encode_prompt(prompts, face, do_classifier_free_guidance=False)
     images, total = [], len(prompts) * args.num_images
     with tqdm(total=total, desc="images", unit="image", file=sys.stderr) as bar:
         for p, prompt in enumerate(prompts):
