@@ -119,6 +119,8 @@ class FaceCLIPStableDiffusionXLPipeline(
             pretrained_model_name_or_path, local_files_only=kwargs.get("local_files_only"), **hub
         )
         layout.check_index(folder)
+        if "torch_dtype" in kwargs and "dtype" not in kwargs:  # diffusers' newer name, without its warning
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
         try:
             return super().from_pretrained(folder, **kwargs)
         except OSError as err:
