@@ -33,7 +33,9 @@ def saved(tmp_path, pipe) -> Path:
 
 
 def weight_files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in {".bin", ".safetensors"})
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in {".bin", ".safetensors"}
+    )
 
 
 def test_fp16_variant_round_trip_with_diffusers_loading_arguments(tmp_path, pipe):
@@ -113,7 +115,9 @@ def test_folders_saved_before_the_import_files_still_load(saved, pipe):
     (saved / "model_index.json").write_text(json.dumps(index))
     (saved / "faceclip_pipeline.py").unlink()
     (saved / "faceclip_encoder" / "faceclip_encoder.py").unlink()
-    np.testing.assert_allclose(generate(FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)), generate(pipe))
+    np.testing.assert_allclose(
+        generate(FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)), generate(pipe)
+    )
 
 
 def test_components_make_a_new_pipeline(pipe):
@@ -147,7 +151,9 @@ def target_layer(unet) -> torch.nn.Module:
     return unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
 
 
-def kohya_lora(unet, rank: int = 2, alpha: float = 1.0) -> tuple[dict[str, torch.Tensor], str, torch.nn.Linear]:
+def kohya_lora(
+    unet, rank: int = 2, alpha: float = 1.0
+) -> tuple[dict[str, torch.Tensor], str, torch.nn.Linear]:
     """A kohya / A1111-style SDXL LoRA for one UNet projection, plus text-encoder weights; (state dict, name, layer)."""
     layer = target_layer(unet)
     g = torch.Generator().manual_seed(3)
@@ -217,4 +223,6 @@ def test_the_pipeline_module_does_not_import_the_loaders():
         for alias in node.names
     }
     assert "faceclip.pipelines.sdxl.loading" not in imported
-    assert not any(name.startswith(("faceclip.registry", "faceclip.pipelines.sdxl.registration")) for name in imported)
+    assert not any(
+        name.startswith(("faceclip.registry", "faceclip.pipelines.sdxl.registration")) for name in imported
+    )
