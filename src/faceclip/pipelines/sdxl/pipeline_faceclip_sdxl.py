@@ -202,25 +202,7 @@ class FaceCLIPStableDiffusionXLPipeline(
         where = source if not isinstance(source, dict) else "the state dict"
         if isinstance(source, str) and kwargs.get("weight_name"):
             where = os.path.join(source, kwargs["weight_name"])
-        text_keys = [k for k in state_dict if k.startswith(TEXT_ENCODER_LORA_PREFIXES)]
-        if text_keys:
-            logger.warning(
-                "load_lora_weights: skipped %d text-encoder LoRA weights of %s (e.g. %s): FaceCLIP-SDXL has no SDXL "
-                "text encoders (the FaceCLIP encoder replaces them); only the UNet part is loaded.",
-                len(text_keys), where, text_keys[0],
-            )  # fmt: skip
-        unet_state = {k: v for k, v in state_dict.items() if k.startswith(f"{self.unet_name}.")}
-        if not unet_state:
-            raise ValueError(
-                f"load_lora_weights: {where} holds no UNet LoRA weights (keys starting with 'unet.', or kohya's "
-                "'lora_unet_'); save LoRAs with faceclip.training.stage2.save_unet_lora or diffusers' "
-                "StableDiffusionXLPipeline.save_lora_weights."
-            )
-        unet_alphas = None
-        if network_alphas:
-            unet_alphas = {
-                k: v for k, v in network_alphas.items() if not k.startswith(TEXT_ENCODER_LORA_PREFIXES)
-            }
+        unet_state, unet_alphas = _unet_lora_part(state_dict, network_alphas, where, f"{self.unet_name}.")
         before = set(getattr(self.unet, "peft_config", {}) or {})
         extra = {} if low_cpu_mem_usage is None else {"low_cpu_mem_usage": low_cpu_mem_usage}
         self.load_lora_into_unet(
@@ -433,11 +415,11 @@ class FaceCLIPStableDiffusionXLPipeline(
                 :meth:`prepare_face` result; required with ``prompt``.
             device: where the embeddings go (default: the pipeline's execution device).
             num_images_per_prompt: each row is repeated this many times (prompt-major).
-            do_classifier_free_guidance: also return the negative embeddings.
+            do_classifier_free_guidance: also return the negative embeddings (computed once per text, cached).
             negative_prompt: ``None`` = the released model's negative prompt; a string, or one per prompt.
-            prompt_embeds, pooled_prompt_embeds: (B, 77, D) and (B, P) computed before (then no face needed).
-            negative_prompt_embeds, negative_pooled_prompt_embeds: (B, 77, D) and (B, P) computed before.
-            face_index: which detected face to use when a photo shows several.
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds:
+                (B, 77, D) and (B, P) computed before (no face needed with ``prompt_embeds``). ``face_index``
+                picks a face when a photo shows several.
 
         Returns:
             ``(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)``, each
@@ -448,46 +430,32 @@ class FaceCLIPStableDiffusionXLPipeline(
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
-            if isinstance(face_image, torch.Tensor):
-                check_face_values(face_image)
-            face = self.prepare_face(face_image, face_index=face_index)
-            prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(face, prompt, device)
+            prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(
+                face_image, prompt, device, face_index
+            )
         elif pooled_prompt_embeds is None:
-            raise ValueError(
-                "encode_prompt: prompt_embeds needs pooled_prompt_embeds (both from encode_prompt)."
-            )
-        batch = prompt_embeds.shape[0]
+            raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
         if do_classifier_free_guidance and negative_prompt_embeds is None:
-            negative_prompt = DEFAULTS.negative_prompt if negative_prompt is None else negative_prompt
-            negatives = (
-                [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
-            )
-            if len(negatives) != batch:
-                raise ValueError(
-                    f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt."
-                )
+            negatives = _negative_prompts(negative_prompt, prompt_embeds.shape[0])
             negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
                 negatives, device
             )
         dtype = self.unet.dtype if self.unet is not None else prompt_embeds.dtype
-
-        def per_image(tensor: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
-            if tensor is None:
-                return None
-            tensor = tensor.to(device=device, dtype=dtype if cast else tensor.dtype)
-            return tensor.repeat_interleave(num_images_per_prompt, dim=0)
-
+        n = num_images_per_prompt
         return (
-            per_image(prompt_embeds, True),
-            per_image(negative_prompt_embeds, True),
-            per_image(pooled_prompt_embeds, False),
-            per_image(negative_pooled_prompt_embeds, False),
+            _per_image(prompt_embeds, n, device, dtype),
+            _per_image(negative_prompt_embeds, n, device, dtype),
+            _per_image(pooled_prompt_embeds, n, device),
+            _per_image(negative_pooled_prompt_embeds, n, device),
         )
 
     def _encode_face_prompts(
-        self, face: PreparedFace, prompt: str | list[str], device: torch.device
+        self, face_image, prompt: str | list[str], device: torch.device, face_index: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 77, D) and (B, P) for B prompts, in one encoder call with the face repeated B times."""
+        if isinstance(face_image, torch.Tensor):  # a PreparedFace was checked by check_inputs already
+            check_face_values(face_image)
+        face = self.prepare_face(face_image, face_index=face_index)
         encoder = self.faceclip_encoder
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
@@ -822,6 +790,54 @@ def _lora_source(source, kwargs: dict) -> tuple[str | dict, dict]:
     if kwargs["weight_name"] is None:
         del kwargs["weight_name"]
     return path, kwargs
+
+
+def _per_image(
+    tensor: torch.Tensor | None, repeats: int, device: torch.device, dtype: torch.dtype | None = None
+) -> torch.Tensor | None:
+    """(B, ...) -> (B * repeats, ...) on ``device`` (and in ``dtype``), each row repeated in place."""
+    if tensor is None:
+        return None
+    return tensor.to(device=device, dtype=dtype or tensor.dtype).repeat_interleave(repeats, dim=0)
+
+
+def _negative_prompts(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
+    """One negative prompt per row: ``None`` is the released model's, a string is repeated."""
+    negative_prompt = DEFAULTS.negative_prompt if negative_prompt is None else negative_prompt
+    negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
+    if len(negatives) != batch:
+        raise ValueError(
+            f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt."
+        )
+    return negatives
+
+
+def _unet_lora_part(
+    state_dict: dict, network_alphas: dict | None, where: str, prefix: str
+) -> tuple[dict, dict | None]:
+    """The UNet weights and alphas of a converted SDXL LoRA; text-encoder weights are dropped with a warning.
+
+    Raises:
+        ValueError: no UNet weights.
+    """
+    text_keys = [k for k in state_dict if k.startswith(TEXT_ENCODER_LORA_PREFIXES)]
+    if text_keys:
+        logger.warning(
+            "load_lora_weights: skipped %d text-encoder LoRA weights of %s (e.g. %s): FaceCLIP-SDXL has no SDXL "
+            "text encoders (the FaceCLIP encoder replaces them); only the UNet part is loaded.",
+            len(text_keys), where, text_keys[0],
+        )  # fmt: skip
+    unet_state = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not unet_state:
+        raise ValueError(
+            f"load_lora_weights: {where} holds no UNet LoRA weights (keys starting with 'unet.', or kohya's "
+            "'lora_unet_'); save LoRAs with faceclip.training.stage2.save_unet_lora or diffusers' "
+            "StableDiffusionXLPipeline.save_lora_weights."
+        )
+    alphas = None
+    if network_alphas:
+        alphas = {k: v for k, v in network_alphas.items() if not k.startswith(TEXT_ENCODER_LORA_PREFIXES)}
+    return unet_state, alphas
 
 
 def _guidance_embedding(guidance: torch.Tensor, dim: int) -> torch.Tensor:
