@@ -226,3 +226,16 @@ def test_the_pipeline_module_does_not_import_the_loaders():
     assert not any(
         name.startswith(("faceclip.registry", "faceclip.pipelines.sdxl.registration")) for name in imported
     )
+
+
+def test_fuse_unfuse_and_unload_a_lora(pipe):
+    reference = generate(pipe)
+    state, _, _ = kohya_lora(pipe.unet, rank=2, alpha=2.0)
+    pipe.load_lora_weights(state)
+    with_lora = generate(pipe)
+    pipe.fuse_lora()
+    np.testing.assert_allclose(generate(pipe), with_lora, atol=1e-5)
+    pipe.unfuse_lora()
+    pipe.unload_lora_weights()
+    assert not getattr(pipe.unet, "peft_config", None)
+    np.testing.assert_allclose(generate(pipe), reference, atol=1e-5)

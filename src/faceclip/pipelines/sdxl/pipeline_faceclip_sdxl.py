@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import StableDiffusionXLLoraLoaderMixin
+from diffusers.loaders.lora_base import LoraBaseMixin
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
     rescale_noise_cfg,
@@ -211,6 +212,24 @@ class FaceCLIPStableDiffusionXLPipeline(
         )  # fmt: skip
         added = sorted(set(getattr(self.unet, "peft_config", {}) or {}) - before)
         return added[0] if added else adapter_name
+
+    def fuse_lora(
+        self,
+        components: list[str] | None = None,
+        lora_scale: float = 1.0,
+        safe_fusing: bool = False,
+        adapter_names: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """diffusers' ``fuse_lora``, on the UNet (the only component that takes LoRAs here) by default."""
+        LoraBaseMixin.fuse_lora(
+            self, components=components or ["unet"], lora_scale=lora_scale, safe_fusing=safe_fusing,
+            adapter_names=adapter_names, **kwargs,
+        )  # fmt: skip
+
+    def unfuse_lora(self, components: list[str] | None = None, **kwargs) -> None:
+        """diffusers' ``unfuse_lora``, on the UNet by default."""
+        LoraBaseMixin.unfuse_lora(self, components=components or ["unet"], **kwargs)
 
     # ------------------------------------------------------------------ defaults and state
 
