@@ -239,3 +239,15 @@ def test_fuse_unfuse_and_unload_a_lora(pipe):
     pipe.unload_lora_weights()
     assert not getattr(pipe.unet, "peft_config", None)
     np.testing.assert_allclose(generate(pipe), reference, atol=1e-5)
+
+
+def test_missing_weights_file_says_what_the_folder_needs(saved):
+    from faceclip.hub import WeightsNotFoundError
+
+    (saved / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(
+        WeightsNotFoundError, match=r"(?s)saved/unet.*vae/, unet/, scheduler/ and faceclip_encoder/"
+    ):
+        FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)
+    with pytest.raises(WeightsNotFoundError, match="no model_index.json"):
+        FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved / "unet")
