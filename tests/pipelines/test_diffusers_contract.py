@@ -249,5 +249,5 @@ def test_missing_weights_file_says_what_the_folder_needs(saved):
         WeightsNotFoundError, match=r"(?s)saved/unet.*vae/, unet/, scheduler/ and faceclip_encoder/"
     ):
         FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)
-    with pytest.raises(WeightsNotFoundError, match="no model_index.json"):
+    with pytest.raises(WeightsNotFoundError, match=r"no model_index\.json"):
         FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved / "unet")
