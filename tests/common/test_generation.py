@@ -127,5 +127,5 @@ def test_output_folder_never_writes_over_an_input(tmp_path):
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(OutputError, match="cannot create the output folder .* is a file"):
+    with pytest.raises(OutputError, match=r"cannot create the output folder .* is a file"):
         OutputFolder(blocker / "sub")

@@ -67,6 +67,7 @@ def test_save_pretrained_round_trip(tmp_path, tiny):
     pipe.save_pretrained(tmp_path / "saved")
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
         "faceclip_encoder",
+        "faceclip_pipeline.py",  # lets diffusers.DiffusionPipeline.from_pretrained find our class
         "model_index.json",
         "scheduler",
         "unet",

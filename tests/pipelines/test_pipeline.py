@@ -35,7 +35,9 @@ def count_calls(module: torch.nn.Module) -> list[int]:
 
 def test_matches_stock_sdxl_given_the_same_embeddings(pipe, face):
     prepared = pipe.prepare_face(face)
-    embeds, pooled = pipe.encode_prompt(prepared, ["a person on a beach"])
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        ["a person on a beach"], prepared, do_classifier_free_guidance=False
+    )
     negative, negative_pooled = pipe.encode_negative_prompt([DEFAULT_NEGATIVE_PROMPT])
     stock = StableDiffusionXLPipeline(
         vae=pipe.vae,
@@ -231,9 +233,11 @@ def test_bf16_on_cpu(pipe, face):
 
 
 def test_accepts_precomputed_embeddings(pipe, face):
-    embeds, pooled = pipe.encode_prompt(pipe.prepare_face(face), ["a"])
-    same = pipe.encode_prompt(face, "a")  # any face input, and a single prompt string
-    assert torch.equal(same[0], embeds) and torch.equal(same[1], pooled)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        ["a"], pipe.prepare_face(face), do_classifier_free_guidance=False
+    )
+    same = pipe.encode_prompt("a", face_image=face)  # any face input, and a single prompt string
+    assert torch.equal(same[0], embeds) and torch.equal(same[2], pooled)
     direct = pipe(face_image=face, prompt="a", generator=seeded(0), **call_kwargs())
     from_embeds = pipe(
         prompt_embeds=embeds, pooled_prompt_embeds=pooled, generator=seeded(0), **call_kwargs()
@@ -257,13 +261,6 @@ def test_negative_cache_follows_new_encoder_weights(pipe):
     after = pipe.encode_negative_prompt(["blurry"])[0]
     assert pipe.negative_cache_info().misses == 2
     assert not torch.allclose(before, after)
-
-
-def test_from_pretrained_refuses_unknown_arguments(tmp_path):
-    from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
-
-    with pytest.raises(TypeError, match=r"unsupported argument.*bogus"):
-        FaceCLIPStableDiffusionXLPipeline.from_pretrained(tmp_path, bogus=1)
 
 
 @pytest.mark.gpu

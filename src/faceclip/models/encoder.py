@@ -19,6 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import get_module_execution_device
 
 from faceclip.models.branch import BranchConfig, FaceCLIPBranch
 from faceclip.models.face_vit import FaceFeatures
@@ -93,6 +94,11 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
     @property
     def pooled_dim(self) -> int:
         return self.branch_g.config.width
+
+    @property
+    def execution_device(self) -> torch.device:
+        """Where the inputs go: the accelerator while offloaded (weights on the CPU or ``meta``), else ``device``."""
+        return get_module_execution_device(self)
 
     @property
     def face_image_size(self) -> int:
@@ -201,12 +207,13 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
         Returns:
             (features for branch_l, features for branch_g), each with B rows.
         """
+        device = self.execution_device
         if face_images is None:
             size = self.face_image_size
-            distinct = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
-            index = torch.zeros(batch, dtype=torch.long, device=self.device)
+            distinct = torch.zeros(1, 3, size, size, device=device, dtype=self.dtype)
+            index = torch.zeros(batch, dtype=torch.long, device=device)
         else:
-            face_images = face_images.to(self.device)
+            face_images = face_images.to(device)
             representatives: list[int] = []
             rows: list[int] = []
             for i in range(batch):
@@ -219,7 +226,7 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
                     match = len(representatives) - 1
                 rows.append(match)
             distinct = face_images[representatives]
-            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            index = torch.tensor(rows, dtype=torch.long, device=device)
         features_l = self.branch_l.encode_face(distinct)
         features_g = features_l if self.config.share_face_encoder else self.branch_g.encode_face(distinct)
         return features_l.index_select(index), features_g.index_select(index)
@@ -249,8 +256,8 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
             (B, pooled_dim) and input_ids (B, 77).
         """
         prompts, has_face = self._check_inputs(face_images, prompts, has_face)
-        input_ids = self.tokenize(prompts, has_face).to(self.device)
-        has_face = has_face.to(self.device)
+        input_ids = self.tokenize(prompts, has_face).to(self.execution_device)
+        has_face = has_face.to(input_ids.device)
         features_l, features_g = self.encode_faces(face_images, len(prompts))
         out_l = self.branch_l(input_ids, has_face, face_features=features_l)
         out_g = self.branch_g(input_ids, has_face, face_features=features_g)

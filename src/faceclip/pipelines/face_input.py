@@ -56,7 +56,7 @@ def prepare_face(
     Raises:
         faceclip.face.ImageLoadError: the photo cannot be read.
         faceclip.face.NoFaceFoundError: no face in the photo.
-        ValueError: a tensor of the wrong shape or range.
+        ValueError: a tensor of the wrong shape or dtype (values are checked by :func:`check_face_values`).
     """
     if isinstance(face_image, PreparedFace):
         return face_image
@@ -80,9 +80,18 @@ def _check_aligned_tensor(face: torch.Tensor) -> torch.Tensor:
         )
     if not face.is_floating_point():
         raise ValueError(f"face_image: expected a float tensor in [0, 1], got dtype {face.dtype}.")
-    lo, hi = float(face.min()), float(face.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"face_image: tensor values must lie in [0, 1] (no mean/std normalisation); got [{lo:.3f}, {hi:.3f}]."
-        )
     return face
+
+
+def check_face_values(face: torch.Tensor) -> None:
+    """Raise ValueError unless every value of the aligned face tensor is finite and in [0, 1].
+
+    Reads the values back (a device sync), so the pipeline runs it once per call in ``check_inputs``; the
+    encoder's forward does not check values.
+    """
+    low, high = float(face.min()), float(face.max())  # NaN compares False, so it fails the range test
+    if not (low >= 0.0 and high <= 1.0):
+        raise ValueError(
+            f"face_image: tensor values must be finite and lie in [0, 1] (no mean/std normalisation; divide 0-255 "
+            f"images by 255); got [{low:.3f}, {high:.3f}]."
+        )

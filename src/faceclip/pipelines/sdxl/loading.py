@@ -40,7 +40,6 @@ from faceclip.pipelines.sdxl.tiny import build_tiny_components
 logger = logging.getLogger(__name__)
 
 CONVERSION_RECORD = "conversion.json"
-COMPONENTS = ("vae", "unet", "scheduler", "faceclip_encoder")
 
 _SDXL_CONFIG_FILES = {
     "unet/config.json": "the SDXL UNet config",
@@ -76,8 +75,8 @@ def load_sdxl_pipeline(
             source.location, base_model or SDXL_BASE, torch_dtype=torch_dtype, cache_dir=cache_dir
         )
         return FaceCLIPStableDiffusionXLPipeline(**components)
-    return FaceCLIPStableDiffusionXLPipeline(
-        **load_components(source.location, torch_dtype=torch_dtype, revision=source.revision)
+    return FaceCLIPStableDiffusionXLPipeline.from_pretrained(
+        source.location, torch_dtype=torch_dtype, revision=source.revision
     )
 
 
@@ -123,70 +122,6 @@ def load_base_components(base_model: str | os.PathLike, seed: int = 0) -> dict[s
             f"Could not load the SDXL components from '{base_model}': {err}\n"
             f"Download SDXL base while online (hf download {SDXL_BASE}) or pass a local folder with unet/, vae/ "
             f"and scheduler/; '{TINY_RANDOM}' selects tiny random parts."
-        ) from err
-
-
-# ---------------------------------------------------------------------------------------------- our layout
-
-
-def load_components(
-    source: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs
-) -> dict[str, object]:
-    """Components saved by ``FaceCLIPStableDiffusionXLPipeline.save_pretrained`` (folder or hub id).
-
-    Args:
-        source: the folder or hub repo.
-        torch_dtype: dtype for the model weights; ``None`` keeps the saved dtype.
-        **kwargs: ``revision`` for hub repos.
-    """
-    import diffusers
-
-    index_path = resolve_file(
-        source,
-        "model_index.json",
-        what="the FaceCLIP-SDXL pipeline index",
-        revision=kwargs.get("revision"),
-        hint="Pass a folder written by FaceCLIPStableDiffusionXLPipeline.save_pretrained, "
-        "or 'ByteDance/FaceCLIP' for the released weights.",
-    )
-    root = (
-        index_path.parent if Path(source).expanduser().is_dir() else _snapshot(source, kwargs.get("revision"))
-    )
-    index = json.loads(index_path.read_text())
-    missing = [name for name in COMPONENTS if name not in index]
-    if missing:
-        raise ValueError(f"{index_path}: not a FaceCLIP-SDXL pipeline (no {', '.join(missing)} entries).")
-    library, class_name = index["scheduler"]
-    scheduler_cls = getattr(diffusers, class_name, None)
-    if library != "diffusers" or scheduler_cls is None:
-        raise ValueError(
-            f"{index_path}: unsupported scheduler {library}.{class_name}; use a diffusers scheduler."
-        )
-    try:
-        return {
-            "vae": AutoencoderKL.from_pretrained(root / "vae", torch_dtype=torch_dtype),
-            "unet": UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=torch_dtype),
-            "scheduler": scheduler_cls.from_pretrained(root / "scheduler"),
-            "faceclip_encoder": FaceCLIPEncoder.from_pretrained(
-                root / "faceclip_encoder", torch_dtype=torch_dtype
-            ),
-        }
-    except OSError as err:
-        raise WeightsNotFoundError(
-            f"Could not load the FaceCLIP-SDXL pipeline from {source}: {err}\n"
-            "The folder must hold vae/, unet/, scheduler/ and faceclip_encoder/ as written by save_pretrained."
-        ) from err
-
-
-def _snapshot(repo_id: str | os.PathLike, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(repo_id), revision=revision, local_files_only=is_offline()))
-    except Exception as err:  # network, auth, not cached: all end as the same actionable error
-        raise WeightsNotFoundError(
-            f"Could not download the FaceCLIP-SDXL pipeline '{repo_id}' ({type(err).__name__}: {err}).\n"
-            f"Download it while online (hf download {repo_id}) or pass a local folder (--model PATH)."
         ) from err
 
 

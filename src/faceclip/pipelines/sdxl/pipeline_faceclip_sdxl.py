@@ -2,13 +2,15 @@
 
 FaceCLIP (Liu et al., arXiv 2504.14202) replaces SDXL's two CLIP text encoders by a joint identity-text
 encoder whose outputs have exactly SDXL's shapes (``prompt_embeds`` (B, 77, 2048) and
-``pooled_prompt_embeds`` (B, 1280)), next to a fine-tuned SDXL UNet. This pipeline therefore only prepares
-the face and the embeddings; denoising and decoding are diffusers' own ``StableDiffusionXLPipeline``, called
-with those embeddings on the same VAE, UNet and scheduler.
+``pooled_prompt_embeds`` (B, 1280)), next to a fine-tuned SDXL UNet. The pipeline keeps the contracts of
+diffusers' ``StableDiffusionXLPipeline``: the same ``encode_prompt`` return values, ``__call__`` arguments, state
+properties, callbacks, LoRA loading and ``StableDiffusionMixin`` helpers; denoising is SDXL's, step for step.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: diffusers reads the constructor's type hints at run time
+# (``from_pipe`` carries a component over only when its type matches them).
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -16,20 +18,34 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionXLLoraLoaderMixin
+from diffusers.loaders.lora_base import LoraBaseMixin
+from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+    rescale_noise_cfg,
+    retrieve_timesteps,
+)
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from PIL import Image
 
+from faceclip.models.encoder import FaceCLIPEncoder
 from faceclip.pipelines.embedding_cache import CacheInfo, EmbeddingCache
-from faceclip.pipelines.face_input import FaceInput, PreparedFace, prepare_face
+from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values, prepare_face
+from faceclip.pipelines.sdxl import layout
 from faceclip.pipelines.sdxl.family import DEFAULTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer
-    from faceclip.models import FaceCLIPEncoder
 
 logger = logging.getLogger(__name__)
+
+TEXT_ENCODER_LORA_PREFIXES = ("text_encoder.", "text_encoder_2.")
+"""Prefixes of SDXL text-encoder LoRA weights (after diffusers' kohya/A1111 conversion)."""
 
 
 @dataclass
@@ -46,18 +62,22 @@ class FaceCLIPStableDiffusionXLPipelineOutput(BaseOutput):
     face: PreparedFace | None = None
 
 
-class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
+class FaceCLIPStableDiffusionXLPipeline(
+    DiffusionPipeline, StableDiffusionMixin, StableDiffusionXLLoraLoaderMixin
+):
     """Identity-preserving text-to-image generation with FaceCLIP-SDXL.
 
     Args:
         vae: SDXL's ``AutoencoderKL``.
         unet: the FaceCLIP-SDXL ``UNet2DConditionModel`` (SDXL architecture, fine-tuned weights).
         scheduler: a diffusers scheduler (the released model uses SDXL base's ``EulerDiscreteScheduler``).
-        faceclip_encoder: the joint identity-text encoder (``faceclip.models.FaceCLIPEncoder``).
+        faceclip_encoder: the joint identity-text encoder; it replaces SDXL's tokenizers and text encoders.
     """
 
     model_cpu_offload_seq = "faceclip_encoder->unet->vae"
+    _optional_components = []  # noqa: RUF012 (diffusers' class attribute)
     _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]  # noqa: RUF012
+    _lora_loadable_modules = ["unet"]  # noqa: RUF012 (the text side is the FaceCLIP encoder)
 
     def __init__(
         self,
@@ -68,82 +88,150 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
     ):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, faceclip_encoder=faceclip_encoder)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.negative_cache = EmbeddingCache()
-        self._face_analyzer: FaceAnalyzer | None = None
+        self._face_analyzer = None
+        self._guidance_scale = DEFAULTS.guidance_scale
+        self._guidance_rescale = 0.0
+        self._cross_attention_kwargs = None
+        self._denoising_end = None
+        self._num_timesteps = 0
+        self._interrupt = False
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading and saving
 
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        torch_dtype: torch.dtype | None = None,
-        **kwargs,
-    ) -> FaceCLIPStableDiffusionXLPipeline:
-        """Load a pipeline saved by :meth:`save_pretrained` (a local folder or a hub repo in that layout).
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load a pipeline saved by :meth:`save_pretrained`: a local folder or a hub repo in that layout.
 
-        Args:
-            pretrained_model_name_or_path: folder or hub id with ``model_index.json``, ``vae/``, ``unet/``,
-                ``scheduler/`` and ``faceclip_encoder/``.
-            torch_dtype: dtype of the model weights; ``None`` keeps the saved dtype.
-            **kwargs: ``revision`` (branch, tag or commit) for hub repos.
+        Takes every keyword of ``diffusers.DiffusionPipeline.from_pretrained`` (``torch_dtype`` / ``dtype``,
+        ``variant``, ``use_safetensors``, ``low_cpu_mem_usage``, ``device_map``, ``local_files_only``,
+        ``revision``, ``cache_dir``, ``token``, components to replace such as ``unet=...``). A hub repo is
+        downloaded first (``HF_HUB_OFFLINE=1``: the local cache only). The released ``ByteDance/FaceCLIP`` files
+        load through :func:`faceclip.load_pipeline` instead.
 
         Raises:
-            faceclip.hub.WeightsNotFoundError: a file is missing (with where we looked and how to get it).
+            faceclip.hub.WeightsNotFoundError: the folder, the repo or a weights file is missing (with what to do).
         """
-        from faceclip.pipelines.sdxl.loading import load_components
+        from faceclip.hub import WeightsNotFoundError
 
-        unknown = sorted(set(kwargs) - {"revision"})
-        if unknown:
-            raise TypeError(
-                f"from_pretrained: unsupported argument(s) {', '.join(unknown)}; supported: torch_dtype, revision "
-                "(set HF_HUB_OFFLINE=1 for the local cache only; HF_HUB_CACHE / HF_TOKEN as usual)."
+        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "force_download") if k in kwargs}
+        folder = layout.local_folder(
+            pretrained_model_name_or_path, local_files_only=kwargs.get("local_files_only"), **hub
+        )
+        layout.check_index(folder)
+        if "torch_dtype" in kwargs and "dtype" not in kwargs:  # diffusers' newer name, without its warning
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
+        try:
+            return super().from_pretrained(folder, **kwargs)
+        except OSError as err:
+            if isinstance(err, WeightsNotFoundError):
+                raise
+            raise WeightsNotFoundError(
+                f"Could not load the FaceCLIP-SDXL pipeline from {pretrained_model_name_or_path}: {err}\n"
+                "The folder must hold vae/, unet/, scheduler/ and faceclip_encoder/ as save_pretrained writes them "
+                "(with variant=... only where those files exist)."
+            ) from err
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' ``load_config``, with our classes named by their installed modules (see
+        :func:`faceclip.pipelines.sdxl.layout.importable_index`), so loading never runs code from the folder."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        layout.importable_index(config)
+        return loaded
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
+        """diffusers' ``save_pretrained`` (``variant``, ``safe_serialization``, ``max_shard_size``, ...), plus the
+        two import files that let ``diffusers.DiffusionPipeline.from_pretrained`` load the folder (see
+        :mod:`faceclip.pipelines.sdxl.layout`). With ``push_to_hub`` the finished folder is uploaded."""
+        hub = {
+            k: kwargs.pop(k)
+            for k in ("commit_message", "private", "create_pr", "token", "repo_id")
+            if k in kwargs
+        }
+        super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
+        layout.write_diffusers_entry_points(save_directory)
+        if push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            repo_id = hub.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
+            repo_id = create_repo(
+                repo_id, exist_ok=True, private=hub.get("private"), token=hub.get("token")
+            ).repo_id
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=save_directory,
+                token=hub.get("token"),
+                commit_message=hub.get("commit_message") or "Upload FaceCLIP-SDXL pipeline",
+                create_pr=hub.get("create_pr", False),
             )
-        return cls(**load_components(pretrained_model_name_or_path, torch_dtype=torch_dtype, **kwargs))
 
     def load_lora_weights(
         self,
-        path_or_dir: str | os.PathLike,
+        pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
         adapter_name: str | None = None,
-        weight_name: str = "pytorch_lora_weights.safetensors",
+        hotswap: bool = False,
+        **kwargs,
     ) -> str:
-        """Load a UNet LoRA (e.g. ``final/lora/`` of ``faceclip train stage2`` with ``model.lora.enabled``).
+        """Load an SDXL LoRA into the UNet, in any format stock SDXL takes (diffusers, kohya / A1111, ...).
 
-        The file is diffusers' SDXL LoRA format: ``unet.``-prefixed weights and, in the safetensors header, the
-        adapter's rank and alpha (so the training-time scale ``alpha / rank`` is kept). It is added to
-        ``self.unet`` through ``unet.load_lora_adapter`` and is active afterwards.
+        Also takes the path of the LoRA file itself. ``faceclip train stage2`` writes diffusers' format with the
+        adapter's rank and alpha in the header, so the training-time scale ``alpha / rank`` is kept. Text-encoder
+        LoRA weights are skipped with a warning: the FaceCLIP encoder takes the place of SDXL's text encoders.
 
         Args:
-            path_or_dir: the LoRA file, a folder holding ``weight_name``, or a hub repo id.
+            pretrained_model_name_or_path_or_dict: a LoRA file, a folder or hub repo holding ``weight_name``, or
+                a state dict.
             adapter_name: name of the new adapter (``None``: ``default_0``, ``default_1``, ...).
-            weight_name: the file inside ``path_or_dir`` when it is a folder or a repo.
+            hotswap: replace the weights of the loaded adapter ``adapter_name`` in place.
+            **kwargs: diffusers' ``lora_state_dict`` arguments (``weight_name``, ``subfolder``, ``revision``, ...).
 
         Returns:
             The adapter's name.
 
         Raises:
             FileNotFoundError: a local path that does not exist.
-            ValueError: the file holds no ``unet.`` LoRA weights.
+            ValueError: no UNet LoRA weights in the file.
         """
-        path = os.fspath(path_or_dir)
-        if os.path.isfile(path):
-            path, weight_name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
-        elif not os.path.isdir(path):
-            owner, _, name = path.partition("/")
-            if os.path.isabs(path) or owner.startswith(".") or not name or "/" in name:  # not a hub repo id
-                raise FileNotFoundError(f"load_lora_weights: '{path}' is neither a LoRA file nor a folder.")
+        source, kwargs = _lora_source(pretrained_model_name_or_path_or_dict, kwargs)
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", None)
+        state_dict, network_alphas, metadata = self.lora_state_dict(
+            source, unet_config=self.unet.config, return_lora_metadata=True, **kwargs
+        )
+        where = source if not isinstance(source, dict) else "the state dict"
+        if isinstance(source, str) and kwargs.get("weight_name"):
+            where = os.path.join(source, kwargs["weight_name"])
+        unet_state, unet_alphas = _unet_lora_part(state_dict, network_alphas, where, f"{self.unet_name}.")
         before = set(getattr(self.unet, "peft_config", {}) or {})
-        self.unet.load_lora_adapter(path, prefix="unet", adapter_name=adapter_name, weight_name=weight_name)
+        extra = {} if low_cpu_mem_usage is None else {"low_cpu_mem_usage": low_cpu_mem_usage}
+        self.load_lora_into_unet(
+            unet_state, network_alphas=unet_alphas, unet=self.unet, adapter_name=adapter_name,
+            metadata=metadata, _pipeline=self, hotswap=hotswap, **extra,
+        )  # fmt: skip
         added = sorted(set(getattr(self.unet, "peft_config", {}) or {}) - before)
-        if not added:
-            raise ValueError(
-                f"load_lora_weights: '{os.path.join(path, weight_name)}' holds no UNet LoRA weights (keys starting "
-                "with 'unet.'); save LoRAs with faceclip.training.stage2.save_unet_lora or diffusers' "
-                "StableDiffusionXLPipeline.save_lora_weights."
-            )
-        return added[0]
+        return added[0] if added else adapter_name
 
-    # ------------------------------------------------------------------ defaults
+    def fuse_lora(
+        self,
+        components: list[str] | None = None,
+        lora_scale: float = 1.0,
+        safe_fusing: bool = False,
+        adapter_names: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """diffusers' ``fuse_lora``, on the UNet (the only component that takes LoRAs here) by default."""
+        LoraBaseMixin.fuse_lora(
+            self, components=components or ["unet"], lora_scale=lora_scale, safe_fusing=safe_fusing,
+            adapter_names=adapter_names, **kwargs,
+        )  # fmt: skip
+
+    def unfuse_lora(self, components: list[str] | None = None, **kwargs) -> None:
+        """diffusers' ``unfuse_lora``, on the UNet by default."""
+        LoraBaseMixin.unfuse_lora(self, components=components or ["unet"], **kwargs)
+
+    # ------------------------------------------------------------------ defaults and state
 
     @property
     def vae_scale_factor(self) -> int:
@@ -167,10 +255,42 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
     def default_width(self) -> int:
         return self.default_size[1]
 
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance weight of the running (or last) call."""
+        return self._guidance_scale
+
+    @property
+    def guidance_rescale(self) -> float:
+        return self._guidance_rescale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Guidance runs when ``guidance_scale > 1`` and the UNet is not guidance-distilled."""
+        return self._guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
+
+    @property
+    def cross_attention_kwargs(self) -> dict[str, Any] | None:
+        return self._cross_attention_kwargs
+
+    @property
+    def denoising_end(self) -> float | None:
+        return self._denoising_end
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the running (or last) call, after ``denoising_end``."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. in ``callback_on_step_end``) to skip the remaining steps."""
+        return self._interrupt
+
     # ------------------------------------------------------------------ face
 
     @property
-    def face_analyzer(self) -> FaceAnalyzer:
+    def face_analyzer(self) -> "FaceAnalyzer":
         """The detector/aligner used for photos; a default ``faceclip.face.FaceAnalyzer()`` on first use."""
         if self._face_analyzer is None:
             from faceclip.face import FaceAnalyzer
@@ -179,13 +299,13 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         return self._face_analyzer
 
     @face_analyzer.setter
-    def face_analyzer(self, analyzer: FaceAnalyzer) -> None:
+    def face_analyzer(self, analyzer: "FaceAnalyzer") -> None:
         self._face_analyzer = analyzer
 
     def prepare_face(
         self, face_image: FaceInput | PreparedFace, face_index: int | None = None
     ) -> PreparedFace:
-        """Detect and align a photo (or check an aligned tensor); see :func:`faceclip.pipelines.prepare_face`."""
+        """Detect and align a photo (or check an aligned tensor's shape); see :func:`faceclip.pipelines.prepare_face`."""
         if isinstance(face_image, PreparedFace | torch.Tensor):
             return prepare_face(face_image)
         return prepare_face(face_image, analyzer=self.face_analyzer, face_index=face_index)
@@ -196,20 +316,51 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         self,
         face_image: object,
         prompt: str | list[str] | None,
-        prompt_embeds: torch.Tensor | None,
-        pooled_prompt_embeds: torch.Tensor | None,
-        negative_prompt: str | list[str] | None,
-        num_images_per_prompt: int,
         height: int,
         width: int,
-    ) -> list[str] | None:
-        """Validate the arguments; return the prompts as a list (``None`` when embeddings are given)."""
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> None:
+        """Validate the arguments of :meth:`__call__`, once per call (including the face tensor's values)."""
         if height % 8 or width % 8 or height <= 0 or width <= 0:
             raise ValueError(
                 f"height and width must be positive multiples of 8; got height={height}, width={width}."
             )
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1; got {num_images_per_prompt}.")
+        unknown = [
+            k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs
+        ]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {unknown} are not available; choose from "
+                f"{self._callback_tensor_inputs}."
+            )
+        self._check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
+        self._check_negative_embeds(
+            negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
+        for name, embeds, width_wanted in (
+            ("prompt_embeds", prompt_embeds, self.unet.config.cross_attention_dim),
+            ("negative_prompt_embeds", negative_prompt_embeds, self.unet.config.cross_attention_dim),
+        ):
+            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != width_wanted):
+                raise ValueError(
+                    f"{name}: expected shape (B, 77, {width_wanted}) (from pipe.encode_prompt); "
+                    f"got {tuple(embeds.shape)}."
+                )
+        if isinstance(face_image, PreparedFace | torch.Tensor):
+            check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
+
+    @staticmethod
+    def _check_prompt_inputs(
+        face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds
+    ) -> None:
         if prompt_embeds is not None:
             if prompt is not None:
                 raise ValueError("Pass either prompt or prompt_embeds, not both.")
@@ -223,7 +374,7 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
                     "prompt_embeds needs pooled_prompt_embeds with the same batch size "
                     "(both come from pipe.encode_prompt)."
                 )
-            return None
+            return
         if prompt is None:
             raise ValueError("prompt: required (a string or a list of strings), or pass prompt_embeds.")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -238,37 +389,96 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
                 f"negative_prompt: a list must have one entry per prompt ({len(prompts)}); "
                 f"got {len(negative_prompt)}. Pass a single string to use it for every prompt."
             )
-        return prompts
+
+    @staticmethod
+    def _check_negative_embeds(negative_prompt, prompt_embeds, negative_embeds, negative_pooled) -> None:
+        if negative_embeds is None:
+            if negative_pooled is not None:
+                raise ValueError("negative_pooled_prompt_embeds needs negative_prompt_embeds as well.")
+            return
+        if negative_prompt is not None:
+            raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
+        if negative_pooled is None or negative_pooled.shape[0] != negative_embeds.shape[0]:
+            raise ValueError(
+                "negative_prompt_embeds needs negative_pooled_prompt_embeds with the same batch size "
+                "(both come from pipe.encode_prompt or pipe.encode_negative_prompt)."
+            )
+        if prompt_embeds is not None and prompt_embeds.shape != negative_embeds.shape:
+            raise ValueError(
+                f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
+                f"{tuple(negative_embeds.shape)} must have the same shape."
+            )
 
     # ------------------------------------------------------------------ embeddings
 
     @torch.no_grad()
     def encode_prompt(
         self,
-        face: FaceInput | PreparedFace,
-        prompts: str | list[str],
+        prompt: str | list[str] | None,
+        face_image: FaceInput | PreparedFace | None = None,
         device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
         face_index: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint face-text embeddings for each prompt, with one face for all of them.
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """SDXL's ``encode_prompt``, with one face for all prompts: the face is aligned and encoded once.
 
         Args:
-            face: a photo (path, PIL image, array), an aligned face tensor, or a :meth:`prepare_face` result.
-            prompts: one prompt or a list.
-            device: where to compute (default: the pipeline's execution device).
-            face_index: which detected face to use when a photo shows several.
+            prompt: one prompt or a list of B (``None`` when ``prompt_embeds`` is given).
+            face_image: a photo (path, PIL image, array), an aligned face tensor (3, H, W) in [0, 1], or a
+                :meth:`prepare_face` result; required with ``prompt``.
+            device: where the embeddings go (default: the pipeline's execution device).
+            num_images_per_prompt: each row is repeated this many times (prompt-major).
+            do_classifier_free_guidance: also return the negative embeddings (computed once per text, cached).
+            negative_prompt: ``None`` = the released model's negative prompt; a string, or one per prompt.
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds:
+                (B, 77, D) and (B, P) computed before (no face needed with ``prompt_embeds``). ``face_index``
+                picks a face when a photo shows several.
 
         Returns:
-            prompt_embeds (B, 77, D) and pooled_prompt_embeds (B, P) for B = len(prompts) (D = 2048 and
-            P = 1280 for FaceCLIP-SDXL).
+            ``(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)``, each
+            with ``B * num_images_per_prompt`` rows ((N, 77, D) and (N, P); D = 2048 and P = 1280 for
+            FaceCLIP-SDXL); the negatives are ``None`` without guidance unless passed in.
         """
         device = device or self._execution_device
+        if prompt_embeds is None:
+            if face_image is None or prompt is None:
+                raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
+            prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(
+                face_image, prompt, device, face_index
+            )
+        elif pooled_prompt_embeds is None:
+            raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negatives = _negative_prompts(negative_prompt, prompt_embeds.shape[0])
+            negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
+                negatives, device
+            )
+        dtype = self.unet.dtype if self.unet is not None else prompt_embeds.dtype
+        n = num_images_per_prompt
+        return (
+            _per_image(prompt_embeds, n, device, dtype),
+            _per_image(negative_prompt_embeds, n, device, dtype),
+            _per_image(pooled_prompt_embeds, n, device),
+            _per_image(negative_pooled_prompt_embeds, n, device),
+        )
+
+    def _encode_face_prompts(
+        self, face_image, prompt: str | list[str], device: torch.device, face_index: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 77, D) and (B, P) for B prompts, in one encoder call with the face repeated B times."""
+        if isinstance(face_image, torch.Tensor):  # a PreparedFace was checked by check_inputs already
+            check_face_values(face_image)
+        face = self.prepare_face(face_image, face_index=face_index)
         encoder = self.faceclip_encoder
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not isinstance(face, PreparedFace):
-            face = self.prepare_face(face, face_index=face_index)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
-        has_face = torch.ones(len(prompts), dtype=torch.bool, device=device)
+        has_face = torch.ones(len(prompts), dtype=torch.bool)
         out = encoder(face_images=faces, prompts=prompts, has_face=has_face)
         return out.prompt_embeds, out.pooled_prompt_embeds
 
@@ -293,9 +503,8 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             cached = self.negative_cache.get(key)
             if cached is None:
                 # Every row of the negative batch is identical, so one row is computed and repeated.
-                no_face = torch.zeros(1, dtype=torch.bool, device=device)
-                out = encoder(face_images=None, prompts=[text], has_face=no_face)
-                cached = (out.prompt_embeds, out.pooled_prompt_embeds)
+                out = encoder(face_images=None, prompts=[text], has_face=torch.zeros(1, dtype=torch.bool))
+                cached = (out.prompt_embeds.to(device), out.pooled_prompt_embeds.to(device))
                 self.negative_cache.put(key, cached)
             rows[text] = cached
         embeds = torch.cat([rows[text][0] for text in negative_prompts])
@@ -306,21 +515,89 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         """Hits, misses and size of the negative-embedding cache."""
         return self.negative_cache.info()
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ denoising helpers
 
-    def _sdxl_pipeline(self) -> StableDiffusionXLPipeline:
-        sdxl = StableDiffusionXLPipeline(
-            vae=self.vae,
-            text_encoder=None,
-            text_encoder_2=None,
-            tokenizer=None,
-            tokenizer_2=None,
-            unet=self.unet,
-            scheduler=self.scheduler,
-            add_watermarker=False,
+    def prepare_latents(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial noise (batch_size, C, height / f, width / f) scaled for the scheduler (f = vae_scale_factor)."""
+        shape = (
+            batch_size,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
         )
-        sdxl.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
-        return sdxl
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"generator: {len(generator)} generators for {batch_size} images (prompts x num_images_per_prompt); "
+                "pass one per image or a single one."
+            )
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}.")
+        else:
+            latents = latents.to(device)
+        return latents * self.scheduler.init_noise_sigma
+
+    def _get_add_time_ids(
+        self, original_size, crops_coords_top_left, target_size, dtype: torch.dtype, pooled_dim: int
+    ) -> torch.Tensor:
+        """SDXL's micro-conditioning (1, 6): original size, crop top-left and target size, as (h, w) pairs."""
+        time_ids = [*original_size, *crops_coords_top_left, *target_size]
+        given = self.unet.config.addition_time_embed_dim * len(time_ids) + pooled_dim
+        expected = self.unet.add_embedding.linear_1.in_features
+        if given != expected:
+            raise ValueError(
+                f"The UNet expects added conditioning of width {expected}, but {len(time_ids)} time ids and pooled "
+                f"embeddings of width {pooled_dim} give {given}; the UNet and the encoder do not belong together."
+            )
+        return torch.tensor([time_ids], dtype=dtype)
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        """``eta`` and ``generator`` for schedulers whose ``step`` takes them (DDIM, ancestral samplers)."""
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        extra = {"eta": eta, "generator": generator}
+        return {k: v for k, v in extra.items() if k in accepted}
+
+    def _truncate_timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Keep the steps above ``denoising_end`` (a fraction in (0, 1)) of the noise schedule."""
+        end = self.denoising_end
+        if not isinstance(end, float) or not 0 < end < 1:
+            return timesteps
+        train_steps = self.scheduler.config.num_train_timesteps
+        cutoff = round(train_steps - end * train_steps)
+        return timesteps[: int((timesteps >= cutoff).sum())]
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str) -> Any:
+        """Latents (N, C, h, w) to images in ``output_type``; an fp16 VAE with ``force_upcast`` decodes in fp32."""
+        upcast = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if upcast:
+            self.vae.to(dtype=torch.float32)
+        latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
+        config = self.vae.config
+        if (
+            getattr(config, "latents_mean", None) is not None
+            and getattr(config, "latents_std", None) is not None
+        ):
+            mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+            std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+        image = self.vae.decode(latents.to(get_module_execution_device(self.vae)), return_dict=False)[0]
+        if upcast:
+            self.vae.to(dtype=torch.float16)
+        return self.image_processor.postprocess(image, output_type=output_type)
+
+    # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
     def __call__(
@@ -337,12 +614,25 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        denoising_end: float | None = None,
+        eta: float = 0.0,
+        guidance_rescale: float = 0.0,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        original_size: tuple[int, int] | None = None,
+        crops_coords_top_left: tuple[int, int] = (0, 0),
+        target_size: tuple[int, int] | None = None,
+        negative_original_size: tuple[int, int] | None = None,
+        negative_crops_coords_top_left: tuple[int, int] = (0, 0),
+        negative_target_size: tuple[int, int] | None = None,
         face_index: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end: Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
-        **sdxl_kwargs: Any,
     ) -> FaceCLIPStableDiffusionXLPipelineOutput | tuple:
         """Generate images of the person in ``face_image``.
 
@@ -356,77 +646,228 @@ class FaceCLIPStableDiffusionXLPipeline(DiffusionPipeline):
             height, width: output size in pixels (multiples of 8); default :attr:`default_size` (1152 x 864
                 for the released model).
             num_inference_steps: denoising steps.
-            guidance_scale: classifier-free guidance weight; <= 1 turns guidance off.
+            guidance_scale: classifier-free guidance weight; <= 1 turns guidance off (no negative pass).
             generator: a ``torch.Generator`` or one per image, for reproducible latents.
-            latents: initial latents (B * num_images_per_prompt, 4, height/8, width/8).
-            prompt_embeds, pooled_prompt_embeds: embeddings from :meth:`encode_prompt` instead of
+            latents: initial latents (B * num_images_per_prompt, 4, height / 8, width / 8).
+            prompt_embeds, pooled_prompt_embeds: (B, 77, D) and (B, P) from :meth:`encode_prompt` instead of
                 ``face_image`` + ``prompt``.
+            negative_prompt_embeds, negative_pooled_prompt_embeds: (B, 77, D) and (B, P) unconditional embeddings
+                instead of ``negative_prompt`` (e.g. from :meth:`encode_negative_prompt`).
+            timesteps, sigmas: custom schedules, for schedulers whose ``set_timesteps`` takes them.
+            denoising_end: stop after this fraction (0, 1) of the schedule (SDXL's base + refiner split).
+            eta: DDIM's eta (schedulers that take it).
+            guidance_rescale: rescale the guided noise prediction (arXiv 2305.08891, 3.4); 0 = off.
+            cross_attention_kwargs: passed to the UNet's attention processors (``{"scale": s}`` scales LoRAs).
+            original_size, crops_coords_top_left, target_size: SDXL's micro-conditioning, ``(height, width)``
+                pairs (default: the output size and (0, 0)); ``negative_*`` the same for the unconditional pass.
             face_index: which detected face to use when the photo shows several (largest first).
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             return_dict: return a :class:`FaceCLIPStableDiffusionXLPipelineOutput` rather than a tuple.
-            callback_on_step_end: called as ``fn(pipe, step, timestep, callback_kwargs)`` after every step
-                (``pipe`` is the ``StableDiffusionXLPipeline`` doing the denoising); returns ``callback_kwargs``.
-            callback_on_step_end_tensor_inputs: the tensors passed in ``callback_kwargs``.
-            **sdxl_kwargs: further ``StableDiffusionXLPipeline`` arguments (``guidance_rescale``,
-                ``original_size``, ``denoising_end``, ``negative_prompt_embeds``, ...).
+            callback_on_step_end: called as ``fn(pipe, step, timestep, callback_kwargs)`` after every step with
+                this pipeline; returns the (possibly changed) ``callback_kwargs``. A diffusers ``PipelineCallback``
+                brings its own tensor inputs.
+            callback_on_step_end_tensor_inputs: the tensors in ``callback_kwargs`` (of ``latents``,
+                ``prompt_embeds``, ``add_text_embeds``, ``add_time_ids``; default ``["latents"]``).
         """
+        if isinstance(callback_on_step_end, PipelineCallback | MultiPipelineCallbacks):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        tensor_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
         height = height or self.default_height
         width = width or self.default_width
+        original_size = original_size or (height, width)
+        target_size = target_size or (height, width)
 
-        # 1. Check inputs
-        prompts = self.check_inputs(
-            face_image,
-            prompt,
-            prompt_embeds,
-            pooled_prompt_embeds,
-            negative_prompt,
-            num_images_per_prompt,
-            height,
-            width,
-        )
+        # 1. Check inputs (once per call, the face tensor's values included)
+        self.check_inputs(
+            face_image, prompt, height, width, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            pooled_prompt_embeds, negative_pooled_prompt_embeds, num_images_per_prompt, tensor_inputs,
+        )  # fmt: skip
+        self._guidance_scale = guidance_scale
+        self._guidance_rescale = guidance_rescale
+        self._cross_attention_kwargs = cross_attention_kwargs
+        self._denoising_end = denoising_end
+        self._interrupt = False
         device = self._execution_device
 
-        # 2. Face and prompt embeddings: the face is aligned and encoded once for all prompts
-        face = None
-        if prompt_embeds is None:
-            face = self.prepare_face(face_image, face_index=face_index)
-            prompt_embeds, pooled_prompt_embeds = self.encode_prompt(face, prompts, device)
+        # 2. Face and embeddings: the face is aligned and encoded once for all prompts; negatives are cached
+        face = None if prompt_embeds is not None else self.prepare_face(face_image, face_index=face_index)
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
+            prompt, face, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds,
+        )  # fmt: skip
         batch_size = prompt_embeds.shape[0]
 
-        # 3. Negative embeddings (cached per negative prompt)
-        if "negative_prompt_embeds" in sdxl_kwargs and negative_prompt is not None:
-            raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
-        if guidance_scale > 1 and "negative_prompt_embeds" not in sdxl_kwargs:
-            if negative_prompt is None:
-                negative_prompt = DEFAULTS.negative_prompt
-            negatives = (
-                [negative_prompt] * batch_size if isinstance(negative_prompt, str) else negative_prompt
-            )
-            embeds, pooled = self.encode_negative_prompt(negatives, device)
-            sdxl_kwargs.update(negative_prompt_embeds=embeds, negative_pooled_prompt_embeds=pooled)
-
-        # 4. Denoise and decode with diffusers' SDXL pipeline (classifier-free guidance batched there)
-        result = self._sdxl_pipeline()(
-            prompt_embeds=prompt_embeds,
-            pooled_prompt_embeds=pooled_prompt_embeds,
-            num_images_per_prompt=num_images_per_prompt,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            latents=latents,
-            output_type=output_type,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs or ["latents"],
-            **sdxl_kwargs,
+        # 3. Timesteps and initial latents
+        timesteps, num_inference_steps = retrieve_timesteps(
+            self.scheduler, num_inference_steps, device, timesteps, sigmas
         )
+        latents = self.prepare_latents(
+            batch_size, height, width, prompt_embeds.dtype, device, generator, latents
+        )
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
-        # 5. Offload all models
+        # 4. SDXL's added conditioning; the unconditional half goes first in the guided batch
+        pooled_dim = int(pooled_prompt_embeds.shape[-1])
+        add_time_ids = self._get_add_time_ids(
+            original_size, crops_coords_top_left, target_size, prompt_embeds.dtype, pooled_dim
+        )
+        negative_add_time_ids = add_time_ids
+        if negative_original_size is not None and negative_target_size is not None:
+            negative_add_time_ids = self._get_add_time_ids(
+                negative_original_size, negative_crops_coords_top_left, negative_target_size,
+                prompt_embeds.dtype, pooled_dim,
+            )  # fmt: skip
+        add_text_embeds = pooled_prompt_embeds
+        if self.do_classifier_free_guidance:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
+            add_text_embeds = torch.cat([negative_pooled_prompt_embeds, add_text_embeds])
+            add_time_ids = torch.cat([negative_add_time_ids, add_time_ids])
+        prompt_embeds = prompt_embeds.to(device)
+        add_text_embeds = add_text_embeds.to(device)
+        add_time_ids = add_time_ids.to(device).repeat(batch_size, 1)
+
+        # 5. Denoising loop
+        num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
+        timesteps = self._truncate_timesteps(timesteps)
+        num_inference_steps = len(timesteps) if self.denoising_end is not None else num_inference_steps
+        timestep_cond = None
+        if self.unet.config.time_cond_proj_dim is not None:
+            guidance = torch.tensor(self.guidance_scale - 1).repeat(batch_size)
+            timestep_cond = _guidance_embedding(guidance, self.unet.config.time_cond_proj_dim)
+            timestep_cond = timestep_cond.to(device=device, dtype=latents.dtype)
+        self._num_timesteps = len(timesteps)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise_pred = self.unet(
+                    model_input,
+                    t,
+                    encoder_hidden_states=prompt_embeds,
+                    timestep_cond=timestep_cond,
+                    cross_attention_kwargs=self.cross_attention_kwargs,
+                    added_cond_kwargs={"text_embeds": add_text_embeds, "time_ids": add_time_ids},
+                    return_dict=False,
+                )[0]
+                if self.do_classifier_free_guidance:
+                    noise_uncond, noise_text = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+                    if self.guidance_rescale > 0.0:
+                        noise_pred = rescale_noise_cfg(
+                            noise_pred, noise_text, guidance_rescale=self.guidance_rescale
+                        )
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[
+                    0
+                ]
+
+                if callback_on_step_end is not None:
+                    available = {
+                        "latents": latents,
+                        "prompt_embeds": prompt_embeds,
+                        "add_text_embeds": add_text_embeds,
+                        "add_time_ids": add_time_ids,
+                    }
+                    outputs = callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    add_text_embeds = outputs.pop("add_text_embeds", add_text_embeds)
+                    add_time_ids = outputs.pop("add_time_ids", add_time_ids)
+                if i == len(timesteps) - 1 or (
+                    i + 1 > num_warmup_steps and (i + 1) % self.scheduler.order == 0
+                ):
+                    progress_bar.update()
+
+        # 6. Decode, then offload all models
+        images = latents if output_type == "latent" else self.decode_latents(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (result.images,)
-        return FaceCLIPStableDiffusionXLPipelineOutput(images=result.images, face=face)
+            return (images,)
+        return FaceCLIPStableDiffusionXLPipelineOutput(images=images, face=face)
+
+
+def _lora_source(source, kwargs: dict) -> tuple[str | dict, dict]:
+    """A LoRA argument as diffusers takes it: a file path becomes its folder plus ``weight_name``.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist (and is no hub repo id).
+    """
+    if isinstance(source, dict):
+        return source, kwargs
+    path = os.fspath(source)
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), {**kwargs, "weight_name": os.path.basename(path)}
+    if not os.path.isdir(path):
+        from faceclip.hub import is_hub_id
+
+        if not is_hub_id(path):
+            raise FileNotFoundError(f"load_lora_weights: '{path}' is neither a LoRA file nor a folder.")
+    kwargs.setdefault("weight_name", "pytorch_lora_weights.safetensors" if os.path.isdir(path) else None)
+    if kwargs["weight_name"] is None:
+        del kwargs["weight_name"]
+    return path, kwargs
+
+
+def _per_image(
+    tensor: torch.Tensor | None, repeats: int, device: torch.device, dtype: torch.dtype | None = None
+) -> torch.Tensor | None:
+    """(B, ...) -> (B * repeats, ...) on ``device`` (and in ``dtype``), each row repeated in place."""
+    if tensor is None:
+        return None
+    return tensor.to(device=device, dtype=dtype or tensor.dtype).repeat_interleave(repeats, dim=0)
+
+
+def _negative_prompts(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
+    """One negative prompt per row: ``None`` is the released model's, a string is repeated."""
+    negative_prompt = DEFAULTS.negative_prompt if negative_prompt is None else negative_prompt
+    negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
+    if len(negatives) != batch:
+        raise ValueError(
+            f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt."
+        )
+    return negatives
+
+
+def _unet_lora_part(
+    state_dict: dict, network_alphas: dict | None, where: str, prefix: str
+) -> tuple[dict, dict | None]:
+    """The UNet weights and alphas of a converted SDXL LoRA; text-encoder weights are dropped with a warning.
+
+    Raises:
+        ValueError: no UNet weights.
+    """
+    text_keys = [k for k in state_dict if k.startswith(TEXT_ENCODER_LORA_PREFIXES)]
+    if text_keys:
+        logger.warning(
+            "load_lora_weights: skipped %d text-encoder LoRA weights of %s (e.g. %s): FaceCLIP-SDXL has no SDXL "
+            "text encoders (the FaceCLIP encoder replaces them); only the UNet part is loaded.",
+            len(text_keys), where, text_keys[0],
+        )  # fmt: skip
+    unet_state = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not unet_state:
+        raise ValueError(
+            f"load_lora_weights: {where} holds no UNet LoRA weights (keys starting with 'unet.', or kohya's "
+            "'lora_unet_'); save LoRAs with faceclip.training.stage2.save_unet_lora or diffusers' "
+            "StableDiffusionXLPipeline.save_lora_weights."
+        )
+    alphas = None
+    if network_alphas:
+        alphas = {k: v for k, v in network_alphas.items() if not k.startswith(TEXT_ENCODER_LORA_PREFIXES)}
+    return unet_state, alphas
+
+
+def _guidance_embedding(guidance: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding (N, dim) of guidance weights (N,), for guidance-distilled UNets (``time_cond_proj_dim``)."""
+    half = dim // 2
+    frequencies = torch.exp(
+        -torch.log(torch.tensor(10000.0)) * torch.arange(half, dtype=torch.float32) / (half - 1)
+    )
+    angles = (guidance.float() * 1000.0)[:, None] * frequencies[None]
+    embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.nn.functional.pad(embedding, (0, dim % 2))
 
 
 def _weights_version(module: torch.nn.Module) -> tuple[int, ...]:
