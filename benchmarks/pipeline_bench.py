@@ -30,10 +30,10 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPi
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from faceclip.models import FaceCLIPEncoder, create_encoder
-from faceclip.models import load_config as load_encoder_config
+from faceclip.models import architecture_config as load_encoder_config
 from faceclip.models.tokenizer import END_TOKEN, START_TOKEN, get_tokenizer
 from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
-from faceclip.pipelines.sdxl.architectures import load_config
+from faceclip.pipelines.sdxl.architectures import architecture_config
 from faceclip.pipelines.sdxl.family import NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
 
 PROMPT = "a woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau"
@@ -102,15 +102,15 @@ def text_configs(arch: str) -> tuple[dict, dict]:
 
 def unet_config(arch: str) -> dict:
     if arch == "full":
-        return load_config("sdxl_unet")
+        return architecture_config("sdxl_unet")
     text_l, text_g = text_configs(arch)
     if arch == "small":
-        config = load_config("sdxl_unet")
+        config = architecture_config("sdxl_unet")
         config["block_out_channels"] = [c // SMALL for c in config["block_out_channels"]]
         config["addition_time_embed_dim"] //= SMALL
         config["norm_num_groups"] = 16
     else:
-        config = load_config("tiny_unet")
+        config = architecture_config("tiny_unet")
     return config | {
         "cross_attention_dim": text_l["hidden_size"] + text_g["hidden_size"],
         "projection_class_embeddings_input_dim": 6 * config["addition_time_embed_dim"]
@@ -120,8 +120,8 @@ def unet_config(arch: str) -> dict:
 
 def vae_config(arch: str) -> dict:
     if arch == "tiny":
-        return load_config("tiny_vae")
-    config = load_config("sdxl_vae")
+        return architecture_config("tiny_vae")
+    config = architecture_config("sdxl_vae")
     if arch == "small":
         config["block_out_channels"] = [c // SMALL for c in config["block_out_channels"]]
     return config
@@ -163,13 +163,13 @@ def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str = "full"
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler")),
+        scheduler=EulerDiscreteScheduler.from_config(architecture_config("sdxl_scheduler")),
         add_watermarker=False,
     )
     faceclip = FaceCLIPStableDiffusionXLPipeline(
         vae=vae,
         unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler")),
+        scheduler=EulerDiscreteScheduler.from_config(architecture_config("sdxl_scheduler")),
         faceclip_encoder=encoder,
     )
     for pipe in (stock, faceclip):

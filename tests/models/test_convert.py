@@ -10,13 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from faceclip.cli import main
-from faceclip.convert import (
-    CheckpointKeyError,
-    convert_released_state_dict,
-    is_dead_key,
-    released_key_map,
-    with_share_face_encoder,
-)
+from faceclip.convert import CheckpointKeyError, convert_released_state_dict, released_key_map
+from faceclip.convert.faceclip_encoder import is_dead_key, with_share_face_encoder
 from faceclip.models import FaceCLIPEncoder, encoder_config
 
 from .conftest import read_manifest, to_released_layout

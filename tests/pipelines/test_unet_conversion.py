@@ -12,14 +12,14 @@ from faceclip.convert.sdxl_unet import (
     convert_released_unet_state_dict,
     expected_unet_shapes,
 )
-from faceclip.pipelines.sdxl.architectures import load_config
+from faceclip.pipelines.sdxl.architectures import architecture_config
 
 SDXL_UNET_PARAMETERS = 2_567_463_684  # published size of the SDXL base UNet
 
 
 @pytest.fixture(scope="module")
 def sdxl_config() -> dict:
-    return load_config("sdxl_unet")
+    return architecture_config("sdxl_unet")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_a_partial_prefix_is_not_stripped(released_layout, sdxl_config):
 
 
 def test_convert_file_to_a_diffusers_folder(tmp_path):
-    config = load_config("tiny_unet") | {
+    config = architecture_config("tiny_unet") | {
         "cross_attention_dim": 16,
         "projection_class_embeddings_input_dim": 64,
     }
@@ -95,4 +95,4 @@ def test_convert_file_to_a_diffusers_folder(tmp_path):
 def test_not_a_state_dict(tmp_path):
     torch.save([1, 2, 3], tmp_path / "unet.pt")
     with pytest.raises(UNetConversionError, match="expected a state dict"):
-        convert_released_unet(tmp_path / "unet.pt", load_config("sdxl_unet"), tmp_path / "out")
+        convert_released_unet(tmp_path / "unet.pt", architecture_config("sdxl_unet"), tmp_path / "out")

@@ -7,21 +7,15 @@ A second model family adds its own modules here.
 """
 
 from faceclip.convert.faceclip_encoder import (
-    DEAD_KEYS,
     CheckpointKeyError,
     convert_released_state_dict,
-    is_dead_key,
     load_released_state_dict,
     released_key_map,
-    with_share_face_encoder,
 )
 
 __all__ = [
-    "DEAD_KEYS",
     "CheckpointKeyError",
     "convert_released_state_dict",
-    "is_dead_key",
     "load_released_state_dict",
     "released_key_map",
-    "with_share_face_encoder",
 ]

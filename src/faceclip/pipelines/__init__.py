@@ -5,16 +5,13 @@
 >>> images = pipe(face_image="photo.jpg", prompt="a person hiking", num_inference_steps=2).images
 """
 
-from faceclip.pipelines.embedding_cache import CacheInfo
 from faceclip.pipelines.face_input import FACE_SIZE, PreparedFace, prepare_face
-from faceclip.pipelines.sdxl import FaceCLIPStableDiffusionXLPipeline, FaceCLIPStableDiffusionXLPipelineOutput
+from faceclip.pipelines.sdxl import FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl.tiny import build_tiny_components
 
 __all__ = [
     "FACE_SIZE",
-    "CacheInfo",
     "FaceCLIPStableDiffusionXLPipeline",
-    "FaceCLIPStableDiffusionXLPipelineOutput",
     "PreparedFace",
     "build_tiny_components",
     "prepare_face",

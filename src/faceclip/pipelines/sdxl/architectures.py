@@ -16,13 +16,15 @@ SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 _NAMES = ("sdxl_unet", "sdxl_vae", "sdxl_scheduler", "tiny_unet", "tiny_vae")
 
 
-def load_config(name: str) -> dict:
+def architecture_config(name: str) -> dict:
     """Return a packaged config as a dict.
 
     Args:
         name: one of ``sdxl_unet``, ``sdxl_vae``, ``sdxl_scheduler``, ``tiny_unet``, ``tiny_vae``.
     """
     if name not in _NAMES:
-        raise ValueError(f"load_config: unknown config name {name!r}; choose one of {', '.join(_NAMES)}.")
+        raise ValueError(
+            f"architecture_config: unknown config name {name!r}; choose one of {', '.join(_NAMES)}."
+        )
     text = resources.files("faceclip.pipelines.sdxl").joinpath("configs", f"{name}.json").read_text()
     return json.loads(text)

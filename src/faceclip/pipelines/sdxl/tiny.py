@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 
-from faceclip.pipelines.sdxl.architectures import load_config
+from faceclip.pipelines.sdxl.architectures import architecture_config
 
 TINY_RANDOM = "tiny-random"
 """The model name that selects these components in ``load_pipeline`` and ``faceclip generate --model``."""
@@ -31,7 +31,7 @@ def build_tiny_components(seed: int = 0) -> dict[str, torch.nn.Module | EulerDis
     from faceclip.models import create_encoder
 
     encoder = create_encoder("faceclip-tiny", seed=seed)
-    unet_config = load_config("tiny_unet")
+    unet_config = architecture_config("tiny_unet")
     unet_config.update(
         cross_attention_dim=encoder.prompt_embeds_dim,
         projection_class_embeddings_input_dim=SDXL_TIME_IDS * unet_config["addition_time_embed_dim"]
@@ -40,6 +40,6 @@ def build_tiny_components(seed: int = 0) -> dict[str, torch.nn.Module | EulerDis
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config(unet_config).eval()
-        vae = AutoencoderKL.from_config(load_config("tiny_vae")).eval()
-    scheduler = EulerDiscreteScheduler.from_config(load_config("sdxl_scheduler"))
+        vae = AutoencoderKL.from_config(architecture_config("tiny_vae")).eval()
+    scheduler = EulerDiscreteScheduler.from_config(architecture_config("sdxl_scheduler"))
     return {"vae": vae, "unet": unet, "scheduler": scheduler, "faceclip_encoder": encoder}
