@@ -107,3 +107,29 @@ def test_min_snr_weights_match_the_earlier_formula(prediction_type):
     assert weights.shape == (8,)
     torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-7)
     assert weights.max() > weights.min()  # gamma clips some steps and not others
+
+
+@pytest.mark.slow
+def test_stage2_ema_resumes_exactly(tmp_path):
+    """2 steps straight == 1 step + resume + 1 step, for the trained weights and the EMA weights."""
+    from faceclip.training.loop import fit
+    from faceclip.training.stage2 import Stage2Task
+
+    sets = ["model.ema.enabled=true", "model.ema.decay=0.5", "run.eval_samples=0", "data.batch_size=2",
+            "run.checkpoint_every=1", "run.progress_bar=false"]  # fmt: skip
+
+    def run(out, steps, resume=None):
+        config = load_config("stage2", CONFIGS / "stage2_tiny.yaml", [*sets, f"run.max_steps={steps}"])
+        config.run.output_dir = str(out)
+        fit(Stage2Task(config), config, resume=resume)
+        folder = out / "checkpoints" / f"step-{steps:06d}"
+        return load_file(folder / "model.safetensors"), load_file(folder / "ema.safetensors")
+
+    straight_model, straight_ema = run(tmp_path / "straight", 2)
+    _, first_ema = run(tmp_path / "split", 1)
+    split_model, split_ema = run(tmp_path / "split", 2, resume=tmp_path / "split")
+    assert straight_ema.keys() == straight_model.keys() and len(straight_ema) > 10
+    for key in straight_ema:
+        torch.testing.assert_close(split_model[key], straight_model[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(split_ema[key], straight_ema[key], rtol=0, atol=1e-6)
+    assert max((straight_ema[k] - first_ema[k]).abs().max().item() for k in straight_ema) > 1e-6

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ from torch import nn
 from faceclip.training.config import Stage2Config
 from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, load_encoder, set_trainable
 from faceclip.training.task import StepOutput
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ def min_snr_weight(
     return clipped / snr
 
 
-def make_ema(parameters: list[nn.Parameter], decay: float):
+def make_ema(parameters: list[nn.Parameter], decay: float) -> EMAModel:
     """diffusers' ``EMAModel`` of ``parameters`` with a constant ``decay`` and fp32 shadow weights.
 
     Each update is ``shadow -= (1 - decay) * (shadow - param)``. ``min_decay=decay`` turns off the library's
