@@ -1,4 +1,5 @@
-"""The training loop's safety nets, on a two-parameter task: non-finite losses and SIGTERM."""
+"""The training loop on a three-parameter task: its safety nets (non-finite losses, SIGTERM, the run folder),
+the task interface and the LR schedule."""
 
 import os
 import signal
@@ -9,7 +10,8 @@ from torch import nn
 
 from faceclip.training.checkpoint import load_checkpoint
 from faceclip.training.config import Stage1Config
-from faceclip.training.loop import NonFiniteLossError, fit
+from faceclip.training.loop import NonFiniteLossError, fit, make_lr_scheduler
+from faceclip.training.run_folder import RunFolderInUseError
 from faceclip.training.stage1 import StepOutput
 
 
@@ -56,6 +58,9 @@ class _Task:
 
     def ema_state(self):
         return None
+
+    def load_ema_state(self, state):
+        raise ValueError("no EMA")
 
     def evaluate(self, batch):
         return {}
@@ -150,3 +155,58 @@ def test_resume_on_shards_with_reference_photos_matches_a_straight_run(tmp_path)
     straight = run(tmp_path / "straight", 4)
     run(tmp_path / "split", 2)
     assert torch.equal(run(tmp_path / "split", 4, resume=tmp_path / "split"), straight)
+
+
+def test_the_test_task_satisfies_the_task_interface_and_a_partial_one_is_refused(tmp_path):
+    from faceclip.training.task import TrainingTask
+
+    assert isinstance(_Task(), TrainingTask)
+    partial = type("Partial", (), {k: v for k, v in vars(_Task).items() if k != "save_final"})()
+    assert not isinstance(partial, TrainingTask)
+    with pytest.raises(TypeError, match="save_final"):
+        fit(partial, _config(tmp_path, 1))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resuming_or_overwriting(tmp_path):
+    fit(_Task(), _config(tmp_path, 2))
+    with pytest.raises(RunFolderInUseError, match=r"--resume.*--overwrite"):
+        fit(_Task(), _config(tmp_path, 4))
+    assert load_checkpoint(tmp_path).state.step == 2  # the refused run changed nothing
+    assert fit(_Task(), _config(tmp_path, 3), resume=tmp_path)["steps"] == 3
+    replaced = fit(_Task(), _config(tmp_path, 1), overwrite=True)
+    assert replaced["steps"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-000001"]
+    with pytest.raises(ValueError, match="only one"):
+        fit(_Task(), _config(tmp_path, 1), resume=tmp_path, overwrite=True)
+
+
+def _old_lr_factor(scheduler: str, warmup: int, max_steps: int, step: int) -> float:
+    """The LR factor the loop used before it took diffusers' schedules (warm-up from 1/warmup)."""
+    import math
+
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    if scheduler == "linear":
+        return max(0.0, 1.0 - progress)
+    if scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+@pytest.mark.parametrize("name", ["constant", "linear", "cosine"])
+def test_lr_schedule_matches_the_earlier_formula_after_warm_up(name):
+    """diffusers' schedules equal the earlier formulas past warm-up; warm-up now starts at 0 (step / warmup)."""
+    config = Stage1Config().optim
+    config.scheduler, config.warmup_steps, config.lr = name, 4, 1.0
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = make_lr_scheduler(optimizer, config, max_steps=20)
+    factors = []
+    for _ in range(20):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert factors[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert factors[4:] == pytest.approx([_old_lr_factor(name, 4, 20, s) for s in range(4, 20)])
+    assert len(set(factors[4:])) == (1 if name == "constant" else 16)

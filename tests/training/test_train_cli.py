@@ -32,7 +32,7 @@ def test_stage1_learns_on_synthetic_data(tmp_path, capsys):
         str(CONFIGS / "stage1_tiny.yaml"),
         "--data",
         "synthetic",
-        "--output",
+        "--out",
         str(out),
     )
     assert m["steps"] == 30 and m["loss_last_mean"] < 0.6 * m["loss_first_mean"]
@@ -53,7 +53,7 @@ def test_stage2_loss_falls_on_tiny_unet(tmp_path, capsys):
         str(CONFIGS / "stage2_tiny.yaml"),
         "--max-steps",
         "12",
-        "--output",
+        "--out",
         str(tmp_path),
     )
     assert m["eval_end/loss"] < 0.8 * m["eval_start/loss"]
@@ -67,9 +67,9 @@ SMALL = ["data.batch_size=4", "run.eval_samples=0", "run.checkpoint_every=3", "m
 def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
     config = str(CONFIGS / "stage1_tiny.yaml")
     EXTRA["set"] = SMALL
-    _run(capsys, "stage1", "--config", config, "--max-steps", "6", "--output", str(tmp_path / "straight"))
+    _run(capsys, "stage1", "--config", config, "--max-steps", "6", "--out", str(tmp_path / "straight"))
     EXTRA["set"] = [*SMALL, "run.max_steps=3"]
-    _run(capsys, "stage1", "--config", config, "--output", str(tmp_path / "split"))
+    _run(capsys, "stage1", "--config", config, "--out", str(tmp_path / "split"))
     EXTRA["set"] = SMALL
     m = _run(
         capsys,
@@ -78,7 +78,7 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
         config,
         "--max-steps",
         "6",
-        "--output",
+        "--out",
         str(tmp_path / "split"),
         "--resume",
     )
@@ -92,11 +92,9 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, capsys):
 
 
 def test_user_errors_exit_cleanly(tmp_path, capsys):
-    assert (
-        main(["train", "stage1", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path)]) == 2
-    )
+    assert main(["train", "stage1", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "--config" in capsys.readouterr().err
-    assert main(["train", "stage1", "--output", str(tmp_path), "--set", "optim.lrr=1"]) == 2
+    assert main(["train", "stage1", "--out", str(tmp_path), "--set", "optim.lrr=1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
 
 
@@ -125,7 +123,7 @@ def test_two_processes_match_one_process(tmp_path, free_port, run_launcher):
             launcher = ["--multi_gpu", "--main_process_port", free_port] if procs > 1 else ["--cpu"]
             cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(procs),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "-m", "faceclip", "train", stage, "--config", str(CONFIGS / config), "--output", str(out),
+                   "-m", "faceclip", "train", stage, "--config", str(CONFIGS / config), "--out", str(out),
                    *common, *extra, f"data.batch_size={batch}"]  # fmt: skip
             done = run_launcher(cmd, env=env, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
@@ -150,14 +148,14 @@ def test_two_processes_match_one_process(tmp_path, free_port, run_launcher):
 def test_out_of_range_settings_exit_before_anything_is_written(tmp_path, capsys):
     for override, key in (("data.batch_size=0", "data.batch_size"), ("loss.kind=hinge", "loss.kind"),
                           ("optim.scheduler=step", "optim.scheduler")):  # fmt: skip
-        assert main(["train", "stage1", "--output", str(tmp_path / "run"), "--set", override]) == 2
+        assert main(["train", "stage1", "--out", str(tmp_path / "run"), "--set", override]) == 2
         err = capsys.readouterr().err
         assert key in err and "Traceback" not in err
         assert not (tmp_path / "run").exists()
 
 
 def test_output_and_data_are_taken_literally(tmp_path, capsys, monkeypatch):
-    """`--output "runs/x #1"` and `--data 2024-05-01` are paths, not YAML (a comment, a date)."""
+    """`--out "runs/x #1"` and `--data 2024-05-01` are paths, not YAML (a comment, a date)."""
     import faceclip.training.loop
     import faceclip.training.stage1
 
@@ -165,9 +163,9 @@ def test_output_and_data_are_taken_literally(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
         faceclip.training.stage1, "Stage1Task", lambda config: seen.setdefault("config", config)
     )
-    monkeypatch.setattr(faceclip.training.loop, "fit", lambda task, config, resume: {"steps": 0})
+    monkeypatch.setattr(faceclip.training.loop, "fit", lambda task, config, **options: {"steps": 0})
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "stage1", "--output", "runs/x #1", "--data", "2024-05-01", "--max-steps", "5"]) == 0
+    assert main(["train", "stage1", "--out", "runs/x #1", "--data", "2024-05-01", "--max-steps", "5"]) == 0
     config = seen["config"]
     assert config.run.output_dir == "runs/x #1" and config.data.source == "2024-05-01"
     assert config.run.max_steps == 5
@@ -178,10 +176,99 @@ def test_unreadable_data_is_one_message(tmp_path, capsys, monkeypatch):
     import faceclip.training.stage1
     from faceclip.training.data import NoReadableSampleError
 
-    def fit(task, config, resume):
+    def fit(task, config, **options):
         raise NoReadableSampleError("data.source: no readable sample in 1 shard(s) for this process")
 
     monkeypatch.setattr(faceclip.training.stage1, "Stage1Task", lambda config: None)
     monkeypatch.setattr(faceclip.training.loop, "fit", fit)
-    assert main(["train", "stage1", "--output", str(tmp_path)]) == 2
+    assert main(["train", "stage1", "--out", str(tmp_path)]) == 2
     assert "no readable sample" in capsys.readouterr().err
+
+
+def _fake_training(monkeypatch) -> list[dict]:
+    """Replace the task and fit with stand-ins that record how fit was called (nothing is trained)."""
+    import faceclip.training.loop
+    import faceclip.training.stage1
+
+    calls = []
+
+    def fit(task, config, **options):
+        calls.append({"out": config.run.output_dir, **options})
+        return {"steps": 0}
+
+    monkeypatch.setattr(faceclip.training.stage1, "Stage1Task", lambda config: None)
+    monkeypatch.setattr(faceclip.training.loop, "fit", fit)
+    return calls
+
+
+@pytest.mark.parametrize("marker", ["config.yaml", "final/", "latest", "checkpoints/step-000003/"])
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path, capsys, monkeypatch, marker):
+    calls = _fake_training(monkeypatch)
+    out = tmp_path / "run"
+    target = out / marker
+    if marker.endswith("/"):
+        target.mkdir(parents=True)
+    else:
+        out.mkdir()
+        target.write_text("x")
+    assert main(["train", "stage1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("faceclip train: error: ") and str(out) in err and "Traceback" not in err
+    assert "--resume" in err and "--overwrite" in err and "another --out" in err
+    assert calls == [] and target.exists()
+
+
+def test_resume_and_overwrite_reach_fit_and_an_empty_folder_is_fine(tmp_path, capsys, monkeypatch):
+    calls = _fake_training(monkeypatch)
+    out = tmp_path / "run"
+    out.mkdir()
+    assert main(["train", "stage1", "--out", str(out)]) == 0  # empty: a new run
+    (out / "config.yaml").write_text("stage: stage1\n")
+    assert main(["train", "stage1", "--out", str(out), "--resume"]) == 0
+    assert main(["train", "stage1", "--out", str(out), "--overwrite"]) == 0
+    assert [(c["resume"], c["overwrite"]) for c in calls] == [(None, False), (str(out), False), (None, True)]
+    assert main(["train", "stage1", "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "only one of them" in capsys.readouterr().err
+
+
+def test_output_is_a_deprecated_hidden_alias_of_out(tmp_path, capsys, monkeypatch):
+    calls = _fake_training(monkeypatch)
+    assert main(["train", "stage1", "--output", str(tmp_path / "old")]) == 0
+    assert calls[0]["out"] == str(tmp_path / "old")
+    assert "--output is deprecated; use --out" in capsys.readouterr().err
+    assert main(["train", "stage1"]) == 2
+    assert "faceclip train: error: --out DIR is required" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_output_is_hidden(capsys):
+    import argparse
+
+    from faceclip.cli import build_parser
+
+    parser = build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    options = [a for a in train._actions if not isinstance(a, argparse._HelpAction)]
+    hidden = [a.option_strings for a in options if a.help == argparse.SUPPRESS]
+    assert hidden == [["--output"]]
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--out DIR" in text and "--overwrite" in text and "--output" not in text
+
+
+@pytest.mark.slow
+def test_refuse_resume_and_overwrite_on_a_real_run(tmp_path, capsys):
+    """A finished run's folder: refused as is; --resume continues it; --overwrite replaces it."""
+    out = tmp_path / "run"
+    args = ["stage1", "--config", str(CONFIGS / "stage1_tiny.yaml"), "--out", str(out)]
+    EXTRA["set"] = SMALL
+    _run(capsys, *args, "--max-steps", "2")
+    assert main(["train", *args, "--max-steps", "2", "--set", *SMALL]) == 2
+    assert str(out) in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-000002"]
+    EXTRA["set"] = SMALL
+    assert _run(capsys, *args, "--max-steps", "3", "--resume")["steps"] == 3
+    EXTRA["set"] = SMALL
+    assert _run(capsys, *args, "--max-steps", "1", "--overwrite")["steps"] == 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-000001"]

@@ -1,7 +1,8 @@
 """`faceclip train stage1|stage2`: train the joint encoder (stage 1) or FaceCLIP-SDXL (stage 2).
 
 Runs as one process, or under ``accelerate launch`` for DDP / FSDP / DeepSpeed. At the end the main process
-prints one JSON line of final metrics on stdout.
+prints one JSON line of final metrics on stdout. A run folder (``--out``) that already holds a run is refused
+unless the run continues it (``--resume``) or replaces it (``--overwrite``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ import json
 import logging
 import sys
 
+PROG = "faceclip train"
+
+
+class _DeprecatedOutput(argparse.Action):
+    """``--output DIR``: the old name of ``--out``; still works, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{PROG}: warning: --output is deprecated; use --out {values}", file=sys.stderr)
+        namespace.out = values
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train the joint encoder (stage1) or the SDXL UNet on FaceCLIP conditioning (stage2)",
         description="Train FaceCLIP. Example: faceclip train stage1 --config "
-        "src/faceclip/training/configs/stage1_tiny.yaml --data synthetic --output runs/s1",
+        "src/faceclip/training/configs/stage1_tiny.yaml --data synthetic --out runs/s1",
     )
-    parser.add_argument("stage", choices=["stage1", "stage2"])
+    parser.add_argument(
+        "stage", choices=["stage1", "stage2"], help="stage1: align the joint encoder; stage2: fine-tune SDXL"
+    )
     parser.add_argument(
         "--config", help="YAML config (see src/faceclip/training/configs/); defaults if omitted"
     )
@@ -28,10 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="number of optimiser steps")
     parser.add_argument(
-        "--output", required=True, help="run folder: checkpoints, config, logs, final weights"
+        "--out", metavar="DIR", help="run folder (required): checkpoints, config, logs, final weights"
     )
-    parser.add_argument("--resume", nargs="?", const="", default=None,
-                        help="resume from a checkpoint folder, or (no value) from the latest one in --output")  # fmt: skip
+    parser.add_argument("--output", action=_DeprecatedOutput, metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                        help="continue from a checkpoint folder, or (no value) from the latest one in --out")  # fmt: skip
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="if --out already holds a run, delete it (config, checkpoints, logs, final weights) and start over",
+    )
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set optim.lr=3e-4 loss.kind=softmax")  # fmt: skip
     parser.set_defaults(func=run)
@@ -43,38 +62,54 @@ def run(args: argparse.Namespace) -> int:
     return finish(_train(args))
 
 
+def _error(message: object, code: int = 2) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
 def _train(args: argparse.Namespace) -> int:
     from faceclip.hub import WeightsNotFoundError
     from faceclip.training.config import ConfigError, load_config
     from faceclip.training.data import NoReadableSampleError
-    from faceclip.training.loop import NonFiniteLossError, fit
+    from faceclip.training.loop import NonFiniteLossError
+    from faceclip.training.run_folder import RunFolderInUseError, check_run_folder
 
+    if not args.out:
+        return _error(
+            "--out DIR is required: the run folder for checkpoints, config, logs and final weights."
+        )
     # Paths and numbers from the command line are set as given; only --set values are parsed as YAML.
-    values = {"run.output_dir": args.output}
+    values = {"run.output_dir": args.out}
     if args.data:
         values["data.source"] = args.data
     if args.max_steps is not None:
         values["run.max_steps"] = args.max_steps
     try:
         config = load_config(args.stage, args.config, list(args.overrides), values)
-        if args.stage == "stage1":
-            from faceclip.training.stage1 import Stage1Task as Task
-        else:
-            from faceclip.training.stage2 import Stage2Task as Task
-        task = Task(config)
-        resume = None if args.resume is None else (args.resume or args.output)
-        metrics = fit(task, config, resume=resume)
-    except (ConfigError, WeightsNotFoundError, FileNotFoundError, ImportError, ValueError, KeyError,
-            NoReadableSampleError) as err:  # fmt: skip
-        print(f"faceclip train: {err}", file=sys.stderr)
-        return 2
+        # Checked here too, so a refusal comes before the models load; fit checks again before writing.
+        check_run_folder(args.out, resuming=args.resume is not None, overwrite=args.overwrite)
+        metrics = _fit(args, config)
+    except (ConfigError, RunFolderInUseError, WeightsNotFoundError, FileNotFoundError, ImportError, ValueError,
+            KeyError, NoReadableSampleError) as err:  # fmt: skip
+        return _error(err)
     except NonFiniteLossError as err:
-        print(f"faceclip train: {err}", file=sys.stderr)
-        return 3
+        return _error(err, code=3)
     if _is_main_process():
         print(json.dumps(metrics), flush=True)
-        logging.getLogger(__name__).info("run folder: %s", args.output)
+        logging.getLogger(__name__).info("run folder: %s", args.out)
     return 0
+
+
+def _fit(args: argparse.Namespace, config) -> dict:
+    """Build the stage's task and train it (the slow part: models load here)."""
+    from faceclip.training import loop
+
+    if args.stage == "stage1":
+        from faceclip.training.stage1 import Stage1Task as Task
+    else:
+        from faceclip.training.stage2 import Stage2Task as Task
+    resume = None if args.resume is None else (args.resume or args.out)
+    return loop.fit(Task(config), config, resume=resume, overwrite=args.overwrite)
 
 
 def _is_main_process() -> bool:

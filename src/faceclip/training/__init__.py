@@ -4,7 +4,9 @@
 >>> config = load_config("stage1", "src/faceclip/training/configs/stage1_tiny.yaml", ["run.max_steps=10"])
 >>> metrics = fit(Stage1Task(config), config)
 
-Needs the ``train`` extra (accelerate, webdataset, pyyaml, tensorboard, peft); modules are imported lazily.
+A stage is a :class:`TrainingTask` (``faceclip.training.task``); :func:`fit` trains any of them. Needs the
+``train`` extra (webdataset, pyyaml, tensorboard, peft; accelerate is a core dependency); modules are imported
+lazily.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ _LAZY = {
     "Stage1Task": "faceclip.training.stage1",
     "Stage2Task": "faceclip.training.stage2",
     "fit": "faceclip.training.loop",
+    "TrainingTask": "faceclip.training.task",
+    "StepOutput": "faceclip.training.task",
     "alignment_loss": "faceclip.training.losses",
     "sigmoid_loss": "faceclip.training.losses",
     "softmax_loss": "faceclip.training.losses",

@@ -12,6 +12,11 @@ A checkpoint is a folder ``OUTPUT/checkpoints/step-000100/`` holding:
 Everything is written into a temporary folder that is renamed into place when complete, and ``latest`` (a
 one-line file) is replaced atomically after that, so an interrupted save never leaves a half checkpoint that
 ``--resume`` would pick up.
+
+The format is ours rather than Accelerate's ``save_state``/``load_state``: those write the optimiser, the LR
+scheduler and every process's RNG states with ``torch.save`` (pickles, which ``load_state`` reads with
+``weights_only=False``, so a checkpoint could run code when loaded). Here every tensor is in safetensors and
+everything else is JSON; nothing is unpickled on ``--resume``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-logger = logging.getLogger(__name__)
+from faceclip.outputs import write_text_atomic
+from faceclip.training.run_folder import CHECKPOINTS, LATEST
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,6 +188,9 @@ def save_checkpoint(
         The checkpoint folder.
     """
     final = checkpoint_dir(output_dir, state.step)
+    # The checkpoint is several files that only make sense together, so they are staged in one folder renamed
+    # into place when all are written (per-file atomic writes would not stop a half checkpoint); the files in
+    # it need no atomic writes of their own.
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -198,10 +206,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    latest = final.parent / LATEST
-    latest_tmp = final.parent / (LATEST + ".tmp")
-    latest_tmp.write_text(final.name + "\n")
-    latest_tmp.replace(latest)
+    write_text_atomic(final.parent / LATEST, final.name + "\n")
     if keep > 0:
         _prune(final.parent, state.step, keep)
     logger.info("saved checkpoint %s", final)

@@ -363,12 +363,17 @@ def validate(config: Any) -> None:
         _check(model.lora.rank >= 1, "model.lora.rank", ">= 1", model.lora.rank)
 
 
-def save_config(config: Any, path: str | Path, stage: str) -> None:
-    """Write the config as YAML (atomically), with its stage, so it can be loaded back with ``load_config``."""
+def dump_config(config: Any, stage: str) -> str:
+    """The config as YAML text, with its stage, as :func:`load_config` reads it back."""
     import yaml
+
+    return yaml.safe_dump({"stage": stage, **to_dict(config)}, sort_keys=False)
+
+
+def save_config(config: Any, path: str | Path, stage: str) -> None:
+    """Write the config as YAML (whole or not at all), so it can be loaded back with :func:`load_config`."""
+    from faceclip.outputs import write_text_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({"stage": stage, **to_dict(config)}, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, dump_config(config, stage))

@@ -53,6 +53,14 @@ class PrepareReport:
     samples_skipped: int = 0  # unreadable image or no usable face
     skipped_reasons: dict[str, int] = field(default_factory=dict)
 
+    def add(self, shard: int, stats: dict) -> None:
+        """Count a shard just written (``stats`` as in its ``shard-NNNNNN.json``)."""
+        self.shards_written.append(shard)
+        self.samples_written += stats["written"]
+        self.samples_skipped += stats["skipped"]
+        for reason, n in stats["reasons"].items():
+            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + n
+
 
 def list_items(source: str | Path, identity_from_folder: bool = False) -> list[Item]:
     """The items of a folder with sidecar captions or of a JSONL manifest, sorted by image path.
@@ -135,18 +143,7 @@ def prepare_shards(
         raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = sorted({i.identity for i in items if i.identity is not None})
-    identities = {name: k for k, name in enumerate(names)}
-    record = {
-        "items": len(items),
-        "fingerprint": fingerprint(items),
-        "samples_per_shard": samples_per_shard,
-        "face_size": face_size,
-        "image_targets": dict(sorted((image_target_sources or {k: "?" for k in image_towers or {}}).items())),
-        "identities": identities,
-    }
-    if image_towers:  # shards of older versions hold targets of the photo squashed to a square
-        record["image_target_view"] = IMAGE_TARGET_VIEW
+    record = _folder_record(items, samples_per_shard, face_size, image_towers, image_target_sources)
     _claim_folder(out, record, overwrite)
     total = (len(items) + samples_per_shard - 1) // samples_per_shard
     mine = [s for s in range(total) if s % num_shards == shard_index]
@@ -160,27 +157,47 @@ def prepare_shards(
             report.shards_skipped.append(shard)
             bar.update(len(chunk))
             continue
-        stats = {"written": 0, "skipped": 0, "reasons": {}}
-        samples = []
+        prepared = []
         for offset, item in enumerate(chunk):
-            sample, reason = _prepare_one(
-                item, f"{shard:06d}{offset:06d}", analyzer, face_size, identities, image_towers
-            )
+            key = f"{shard:06d}{offset:06d}"
+            prepared.append(_prepare_one(item, key, analyzer, face_size, record["identities"], image_towers))
             bar.update(1)
-            if sample is None:
-                stats["skipped"] += 1
-                stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
-                continue
-            samples.append(sample)
-        stats["written"] = write_shard(path, samples)
-        _write_json(path.with_suffix(".json"), stats)
-        report.shards_written.append(shard)
-        report.samples_written += stats["written"]
-        report.samples_skipped += stats["skipped"]
-        for reason, n in stats["reasons"].items():
-            report.skipped_reasons[reason] = report.skipped_reasons.get(reason, 0) + n
+        report.add(shard, _write_prepared(path, prepared))
     bar.close()
     return report
+
+
+def _folder_record(
+    items: list[Item], samples_per_shard: int, face_size: int, image_towers, image_target_sources
+):
+    """What ``prepare.json`` records: the item list's fingerprint, the settings, the identity labels."""
+    names = sorted({i.identity for i in items if i.identity is not None})
+    record = {
+        "items": len(items),
+        "fingerprint": fingerprint(items),
+        "samples_per_shard": samples_per_shard,
+        "face_size": face_size,
+        "image_targets": dict(sorted((image_target_sources or {k: "?" for k in image_towers or {}}).items())),
+        "identities": {name: k for k, name in enumerate(names)},
+    }
+    if image_towers:  # shards of older versions hold targets of the photo squashed to a square
+        record["image_target_view"] = IMAGE_TARGET_VIEW
+    return record
+
+
+def _write_prepared(path: Path, prepared: list[tuple[dict | None, str | None]]) -> dict:
+    """Write one shard of the prepared samples and its ``.json`` counts; returns the counts."""
+    stats = {"written": 0, "skipped": 0, "reasons": {}}
+    samples = []
+    for sample, reason in prepared:
+        if sample is None:
+            stats["skipped"] += 1
+            stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+        else:
+            samples.append(sample)
+    stats["written"] = write_shard(path, samples)
+    _write_json(path.with_suffix(".json"), stats)
+    return stats
 
 
 def fingerprint(items: list[Item]) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from faceclip.outputs import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +77,13 @@ def encode_targets(targets: dict[str, torch.Tensor]) -> bytes:
 def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
     """Write encoded samples (see :func:`encode_sample`) to ``path`` atomically; returns how many were written."""
     wds = _require_webdataset()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as stream:
+    with atomic_file(path, "wb") as stream:
         writer = wds.TarWriter(stream)
         for sample in samples:
             writer.write(sample)
             count += 1
         writer.close()
-    os.replace(tmp, path)
     return count
 
 
@@ -176,5 +174,5 @@ def decode_sample(
 
 
 def list_shards(folder: str | Path) -> list[Path]:
-    """The finished shards in ``folder`` (sorted; half-written ``.tmp`` files excluded)."""
+    """The finished shards in ``folder`` (sorted; half-written temporary files, ``.shard-*.tmp``, excluded)."""
     return sorted(Path(folder).glob("shard-*.tar"))

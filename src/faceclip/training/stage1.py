@@ -10,7 +10,7 @@ the training image. Trainable: the five input projections, the fuser, the heads,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from faceclip.training.distributed import gather_batch
 from faceclip.training.heads import AlignmentHeads
 from faceclip.training.losses import alignment_loss, retrieval_accuracy
 from faceclip.training.targets import PRECOMPUTED, ImageTargetTower, build_image_tower
+from faceclip.training.task import StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ class BranchEmbeddings:
     face_target: torch.Tensor  # (N, face_dim)
     text_target: torch.Tensor  # (N, d_clip)
     image_target: torch.Tensor | None  # (N, d_clip)
-
-
-@dataclass
-class StepOutput:
-    """The scalar loss to back-propagate and values to log."""
-
-    loss: torch.Tensor
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def load_encoder(name: str, seed: int = 0):
@@ -203,7 +196,10 @@ def evaluate_retrieval(model: Stage1Model, batch: dict) -> dict[str, float]:
 
 
 class Stage1Task:
-    """Builds the stage-1 model from a config and knows which of its tensors a checkpoint holds."""
+    """Builds the stage-1 model from a config and knows which of its tensors a checkpoint holds.
+
+    A :class:`~faceclip.training.task.TrainingTask`.
+    """
 
     name = "stage1"
 

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from faceclip.training.config import Stage2Config
-from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, StepOutput, load_encoder, set_trainable
+from faceclip.training.stage1 import CONDITIONING_BRANCH_PARTS, load_encoder, set_trainable
+from faceclip.training.task import StepOutput
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +143,16 @@ def min_snr_weight(
     noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str
 ) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al., arXiv 2303.09556): (B,) = min(SNR, gamma) / SNR (epsilon),
-    / (SNR + 1) (v-prediction), or min(SNR, gamma) (sample)."""
-    alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = alphas / (1 - alphas)
+    / (SNR + 1) (v-prediction), or min(SNR, gamma) (sample), with diffusers' ``compute_snr``
+    (``SNR = alphas_cumprod / (1 - alphas_cumprod)`` at each timestep).
+
+    Args:
+        noise_scheduler: a diffusers scheduler with ``alphas_cumprod`` (DDPM).
+        timesteps: (B,) int64.
+    """
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps)  # (B,) float32
     clipped = snr.clamp(max=gamma)
     if prediction_type == "v_prediction":
         return clipped / (snr + 1)
@@ -149,21 +161,26 @@ def min_snr_weight(
     return clipped / snr
 
 
-class EMA:
-    """Exponential moving average of named parameters (kept in fp32 on the parameters' device)."""
+def make_ema(parameters: list[nn.Parameter], decay: float) -> EMAModel:
+    """diffusers' ``EMAModel`` of ``parameters`` with a constant ``decay`` and fp32 shadow weights.
 
-    def __init__(self, named: dict[str, nn.Parameter], decay: float):
-        self.params, self.decay = named, decay
-        self.shadow = {k: p.detach().float().clone() for k, p in named.items()}
+    Each update is ``shadow -= (1 - decay) * (shadow - param)``. ``min_decay=decay`` turns off the library's
+    ``(1 + n) / (10 + n)`` warm-up and ``update_after_step=-1`` its plain copy at the first update, so the
+    average starts from the initial weights and uses ``decay`` from the first step on; with a constant decay
+    the update count (not in checkpoints) does not matter on ``--resume``.
+    """
+    from diffusers.training_utils import EMAModel
 
-    @torch.no_grad()
-    def update(self) -> None:
-        for k, p in self.params.items():
-            self.shadow[k].lerp_(p.detach().float(), 1 - self.decay)
+    ema = EMAModel(parameters, decay=decay, min_decay=decay, update_after_step=-1)
+    ema.to(dtype=torch.float32)
+    return ema
 
 
 class Stage2Task:
-    """Builds the stage-2 model from a config and knows which of its tensors a checkpoint holds."""
+    """Builds the stage-2 model from a config and knows which of its tensors a checkpoint holds.
+
+    A :class:`~faceclip.training.task.TrainingTask`.
+    """
 
     name = "stage2"
 
@@ -188,7 +205,7 @@ class Stage2Task:
             unet.enable_gradient_checkpointing()
         self.config = config
         self.model = Stage2Model(unet, vae, encoder, noise_scheduler, config)
-        self.ema = EMA(dict(self._trainable()), mc.ema.decay) if mc.ema.enabled else None
+        self.ema = make_ema(self.trainable_parameters(), mc.ema.decay) if mc.ema.enabled else None
 
     @staticmethod
     def _add_lora(unet: nn.Module, mc) -> None:
@@ -206,7 +223,7 @@ class Stage2Task:
     def to(self, device: torch.device) -> Stage2Task:
         self.model.to(device)
         if self.ema is not None:
-            self.ema.shadow = {k: v.to(device) for k, v in self.ema.shadow.items()}
+            self.ema.to(device=device)
         return self
 
     def synthetic_target_dims(self) -> dict[str, int]:
@@ -229,15 +246,26 @@ class Stage2Task:
 
     def after_step(self) -> None:
         if self.ema is not None:
-            self.ema.update()
+            self.ema.step(self.trainable_parameters())
 
     def ema_state(self) -> dict[str, torch.Tensor] | None:
-        return None if self.ema is None else self.ema.shadow
+        """The EMA weights by trainable-parameter name (what ``ema.safetensors`` holds), or None."""
+        if self.ema is None:
+            return None
+        return dict(zip((k for k, _ in self._trainable()), self.ema.shadow_params))
 
     def load_ema_state(self, state: dict[str, torch.Tensor]) -> None:
         if self.ema is None:
             raise ValueError("--resume: the checkpoint holds EMA weights; set model.ema.enabled=true.")
-        self.ema.shadow = {k: v.float() for k, v in state.items()}
+        names = [k for k, _ in self._trainable()]
+        if set(state) != set(names):
+            raise ValueError(
+                "--resume: the checkpoint's EMA tensors do not match this config's trainable parameters "
+                f"(missing {sorted(set(names) - set(state))[:3]}, unexpected {sorted(set(state) - set(names))[:3]})."
+            )
+        with torch.no_grad():
+            for shadow, name in zip(self.ema.shadow_params, names):
+                shadow.copy_(state[name])  # into the fp32 shadow (never aliasing the given tensors)
 
     @torch.no_grad()
     def evaluate(self, batch: dict) -> dict[str, float]:
@@ -252,10 +280,10 @@ class Stage2Task:
     def save_final(self, folder: Path) -> None:
         """``folder/unet`` (EMA weights when enabled; full fine-tune) or ``folder/lora`` (LoRA, see
         :func:`save_unet_lora`), and ``folder/faceclip_encoder`` when the encoder was trained."""
-        unet = self.model.unet
+        unet, params = self.model.unet, self.trainable_parameters()
         if self.ema is not None:
-            live = {k: p.detach().clone() for k, p in self._trainable()}
-            self.model.load_state_dict(self.ema.shadow, strict=False)
+            self.ema.store(params)
+            self.ema.copy_to(params)
         if self.config.model.lora.enabled:
             save_unet_lora(unet, folder / "lora")
         else:
@@ -263,7 +291,7 @@ class Stage2Task:
         if self.config.model.train_encoder:
             self.model.encoder.save_pretrained(folder / "faceclip_encoder")
         if self.ema is not None:
-            self.model.load_state_dict(live, strict=False)
+            self.ema.restore(params)
 
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
