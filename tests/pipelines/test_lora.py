@@ -91,7 +91,7 @@ def test_a_two_step_stage2_lora_run_loads_with_the_training_time_output(tmp_path
 
     sets = [*LORA, "run.progress_bar=false", "run.eval_samples=0", "data.batch_size=2", "optim.lr=0.05"]
     args = ["train", "stage2", "--config", str(CONFIGS / "stage2_tiny.yaml"), "--max-steps", "2"]
-    assert main([*args, "--output", str(tmp_path), "--set", *sets]) == 0
+    assert main([*args, "--out", str(tmp_path), "--set", *sets]) == 0
     capsys.readouterr()
     # The training-time model: the same config with the run's trained adapter weights from its checkpoint.
     task = Stage2Task(load_config("stage2", tmp_path / "final" / "config.yaml"))

@@ -272,3 +272,13 @@ def test_refuse_resume_and_overwrite_on_a_real_run(tmp_path, capsys):
     EXTRA["set"] = SMALL
     assert _run(capsys, *args, "--max-steps", "1", "--overwrite")["steps"] == 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-000001"]
+
+
+def test_a_run_stopped_by_a_signal_exits_130(tmp_path, capsys, monkeypatch):
+    """SIGTERM saves a checkpoint and stops: that is not a finished run, so the exit status says so."""
+    from faceclip.training import loop
+
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: {"steps": 3, "stopped_by_signal": True})
+    code = main(["train", "stage1", "--config", str(CONFIGS / "stage1_tiny.yaml"), "--data", "synthetic",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 130 and "continue with --resume" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 
+from faceclip.cli._errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+
 PROG = "faceclip train"
 
 
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     return finish(_train(args))
 
 
-def _error(message: object, code: int = 2) -> int:
+def _error(message: object, code: int = EXIT_BAD_INPUT) -> int:
+    """Print in the one error style (``_process.finish`` ends the process, so nothing may be raised past it)."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 
@@ -93,10 +96,13 @@ def _train(args: argparse.Namespace) -> int:
             KeyError, NoReadableSampleError) as err:  # fmt: skip
         return _error(err)
     except NonFiniteLossError as err:
-        return _error(err, code=3)
+        return _error(err, code=EXIT_FAILED)
     if _is_main_process():
         print(json.dumps(metrics), flush=True)
         logging.getLogger(__name__).info("run folder: %s", args.out)
+    if metrics.get("stopped_by_signal"):  # a checkpoint was saved; the run is not finished
+        print(f"{PROG}: stopped by a signal after saving a checkpoint; continue with --resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
