@@ -157,3 +157,18 @@ def test_precomputed_image_target_equals_the_training_time_target_for_a_non_squa
     (tmp_path / "shards" / "prepare.json").write_text(json.dumps(record))
     with pytest.raises(PrepareMismatchError, match="preprocessing"):
         prepare_shards(items, tmp_path / "shards", **kw)
+
+
+def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, capsys):
+    from faceclip.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.txt").write_text("a photo")
+    (photos / "a.png").write_bytes(
+        (Path(__file__).parents[1] / "data" / "faces" / "astronaut.png").read_bytes()
+    )
+    out = tmp_path / "shards"
+    assert main(["prepare", str(photos), "--out", str(out), "--face-size", "0"]) == 2
+    assert "--face-size must be from 16" in capsys.readouterr().err
+    assert not out.exists()

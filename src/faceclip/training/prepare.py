@@ -103,6 +103,16 @@ def _identity(value) -> str | None:
     return None if value is None else str(value)
 
 
+def _check_arguments(samples_per_shard: int, shard_index: int, num_shards: int, face_size: int) -> None:
+    """Refuse bad numbers before anything is written (a ``prepare.json`` would block the corrected re-run)."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index must be in [0, --num-shards={num_shards}), got {shard_index}.")
+    if samples_per_shard < 1:
+        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}.")
+    if not 16 <= face_size <= 2048:
+        raise ValueError(f"--face-size must be from 16 to 2048 pixels, got {face_size}.")
+
+
 def prepare_shards(
     items: list[Item],
     out_dir: str | Path,
@@ -137,10 +147,7 @@ def prepare_shards(
     """
     from tqdm.auto import tqdm
 
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index must be in [0, --num-shards={num_shards}), got {shard_index}.")
-    if samples_per_shard < 1:
-        raise ValueError(f"--samples-per-shard must be >= 1, got {samples_per_shard}.")
+    _check_arguments(samples_per_shard, shard_index, num_shards, face_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = _folder_record(items, samples_per_shard, face_size, image_towers, image_target_sources)
