@@ -131,7 +131,7 @@ def run_score(args: argparse.Namespace) -> int:
     for problem in manifest.problems:
         logger.warning("%s: %s", args.manifest, problem)
     settings = {"command": "score", "manifest": str(args.manifest)}
-    return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _state_or_none(args))
+    return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _process_state(args))
 
 
 def run_grid_command(args: argparse.Namespace) -> int:
@@ -248,11 +248,9 @@ def _score_and_report(args: argparse.Namespace, entries: list, problems: list, s
     from faceclip.evaluation.score import ScoreResult, score_entries
     from faceclip.face import FaceAnalyzer
 
-    main_process = state is None or state.is_main_process
+    main_process = state.is_main_process
     try:
-        device = (
-            state.device if state is not None and state.num_processes > 1 else resolve_device(args.device)
-        )
+        device = state.device if state.num_processes > 1 else resolve_device(args.device)
         identity = IdentityScorer(FaceAnalyzer(backend=args.face_backend))
         recognizer = identity.recognizer_name  # loads the recogniser now, so a missing model fails early
         clip = None if args.no_clip else CLIPScorer.from_pretrained(args.clip_model)
@@ -308,14 +306,11 @@ def _generate(args: argparse.Namespace, pipe, cells: list, settings, state) -> l
     return distributed_map(generate_share, cells, state)
 
 
-def _state_or_none(args: argparse.Namespace):
-    """Accelerate's process state when accelerate is installed (so `accelerate launch` splits the work)."""
-    try:
-        from faceclip.evaluation.parallel import process_state
+def _process_state(args: argparse.Namespace):
+    """Accelerate's process state (so `accelerate launch` splits the work; one process otherwise)."""
+    from faceclip.evaluation.parallel import process_state
 
-        return process_state(cpu=True if args.device == "cpu" else None)
-    except ImportError:
-        return None
+    return process_state(cpu=True if args.device == "cpu" else None)
 
 
 def _check_out(out: str) -> None:

@@ -2,7 +2,7 @@
 
 Launched with ``accelerate launch`` or ``torchrun`` (CPU processes: ``torchrun``), every process takes a contiguous slice of the work
 (:meth:`accelerate.PartialState.split_between_processes`) and the results are gathered back in the original
-order (:func:`accelerate.utils.gather_object`). A plain single-process run does not need Accelerate at all.
+order (:func:`accelerate.utils.gather_object`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ def process_state(cpu: bool | None = None):
         cpu: run the processes on the CPU (gloo); ``None``: when no accelerator is available. Accelerate joins
             CPU processes started by ``torchrun`` into one group only when this is set.
     """
-    try:
-        from accelerate import PartialState
-    except ImportError as err:
-        raise ImportError(
-            'Splitting evaluation across processes needs accelerate: pip install "faceclip[eval]"'
-        ) from err
+    from accelerate import PartialState  # a core dependency
+
     if cpu is None:
         import torch
 

@@ -90,10 +90,10 @@ def build_image_tower(source: str, projection_dim: int | None, *, seed: int = 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return ImageTargetTower(CLIPVisionModelWithProjection(config))
-    from faceclip.hub import WeightsNotFoundError, is_offline
+    from faceclip.hub import WeightsNotFoundError
 
-    try:
-        model = CLIPVisionModelWithProjection.from_pretrained(source, local_files_only=is_offline())
+    try:  # transformers honours HF_HUB_OFFLINE itself
+        model = CLIPVisionModelWithProjection.from_pretrained(source)
     except OSError as err:
         raise WeightsNotFoundError(
             f"Could not load the CLIP vision tower for the stage-1 image targets from '{source}': {err}\n"
