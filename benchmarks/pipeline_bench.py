@@ -30,7 +30,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPi
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from faceclip.models import FaceCLIPEncoder, create_encoder
-from faceclip.models import architecture_config as load_encoder_config
+from faceclip.models import encoder_config as load_encoder_config
 from faceclip.models.tokenizer import END_TOKEN, START_TOKEN, get_tokenizer
 from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl.architectures import architecture_config

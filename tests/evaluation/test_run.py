@@ -330,10 +330,10 @@ class PhotoPipeline(RecordingPipeline):
 
 @pytest.fixture
 def photo_pipeline(monkeypatch, astronaut):
-    import faceclip.registry
+    import faceclip.cli.evaluate
 
     pipe = PhotoPipeline(astronaut)
-    monkeypatch.setattr(faceclip.registry, "load_pipeline", lambda model, **kwargs: pipe)
+    monkeypatch.setattr(faceclip.cli.evaluate, "load_model", lambda args, dtype, command: (pipe, None))
     return pipe
 
 

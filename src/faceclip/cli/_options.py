@@ -114,3 +114,20 @@ def settings_errors_as_options(options: dict[str, str] | None = None) -> Iterato
     except SettingsError as error:
         names = {**SETTINGS_OPTIONS, **(options or {})}
         raise CommandError(f"{names.get(error.field, error.field)} {error.reason}") from None
+
+
+def load_model(args: argparse.Namespace, dtype, command: str):
+    """Load what ``--model`` and ``--base-model`` name: ``(pipeline, ModelSource)``.
+
+    Missing weights become one :class:`CommandError` that also says how to try ``command`` without them.
+    """
+    from faceclip.hub import WeightsNotFoundError
+    from faceclip.registry import load_pipeline, resolve_model
+
+    try:
+        source = resolve_model(args.model)
+        return load_pipeline(source, base_model=args.base_model, torch_dtype=dtype), source
+    except WeightsNotFoundError as error:
+        raise CommandError(
+            f"{error}\nTo try it without weights (the images are noise): faceclip {command} --model tiny-random"
+        ) from None

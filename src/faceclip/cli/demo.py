@@ -13,7 +13,7 @@ import logging
 import re
 
 from faceclip.cli._errors import EXIT_FAILED, CommandError
-from faceclip.cli._options import add_base_model_option, add_device_options, add_model_option
+from faceclip.cli._options import add_base_model_option, add_device_options, add_model_option, load_model
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -101,16 +101,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def load(args: argparse.Namespace):
     """The pipeline on its device, and what ``--model`` resolved to."""
     from faceclip.devices import resolve_device, resolve_dtype
-    from faceclip.hub import WeightsNotFoundError
-    from faceclip.registry import load_pipeline, resolve_model
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    try:
-        source = resolve_model(args.model)
-        pipe = load_pipeline(source, base_model=args.base_model, torch_dtype=dtype)
-    except WeightsNotFoundError as error:
-        raise CommandError(
-            f"{error}\nTo try the page without weights, run: faceclip demo --model tiny-random"
-        ) from None
+    pipe, source = load_model(args, resolve_dtype(args.dtype, device), "demo")
     return pipe.to(device), source

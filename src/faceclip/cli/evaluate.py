@@ -21,6 +21,7 @@ from faceclip.cli._options import (
     add_generation_options,
     add_model_option,
     add_overwrite_option,
+    load_model,
     settings_errors_as_options,
 )
 
@@ -183,10 +184,8 @@ def plan(args: argparse.Namespace):
 
 
 def load(args: argparse.Namespace, device, dtype):
-    from faceclip.registry import load_pipeline
-
-    pipe = load_pipeline(args.model, base_model=args.base_model, torch_dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, _ = load_model(args, dtype, "eval run ...")
+    pipe.to(device).set_progress_bar_config(disable=True)
     return pipe
 
 

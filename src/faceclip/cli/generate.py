@@ -20,6 +20,7 @@ from faceclip.cli._options import (
     add_generation_options,
     add_model_option,
     add_overwrite_option,
+    load_model,
     settings_errors_as_options,
 )
 
@@ -130,17 +131,9 @@ def resolve_device_and_dtype(args: argparse.Namespace):
 
 def load_on_device(args: argparse.Namespace, device, dtype):
     """Load ``--model`` and put it on ``device`` (or offload it there)."""
-    from faceclip.hub import WeightsNotFoundError
     from faceclip.model_family import SourceKind
-    from faceclip.registry import load_pipeline, resolve_model
 
-    try:
-        source = resolve_model(args.model)
-        pipe = load_pipeline(source, base_model=args.base_model, torch_dtype=dtype)
-    except WeightsNotFoundError as error:
-        raise CommandError(
-            f"{error}\nTo try the command without weights (the images are noise): --model tiny-random"
-        ) from None
+    pipe, source = load_model(args, dtype, "generate ...")
     if source.kind is SourceKind.TINY:
         print("faceclip generate: tiny-random has random weights: the images are noise.", file=sys.stderr)
     if args.offload:

@@ -101,7 +101,9 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps(metrics), flush=True)
         logging.getLogger(__name__).info("run folder: %s", args.out)
     if metrics.get("stopped_by_signal"):  # a checkpoint was saved; the run is not finished
-        print(f"{PROG}: stopped by a signal after saving a checkpoint; continue with --resume.", file=sys.stderr)
+        print(
+            f"{PROG}: stopped by a signal after saving a checkpoint; continue with --resume.", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     return 0
 
