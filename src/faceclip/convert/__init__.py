@@ -15,10 +15,12 @@ from faceclip.convert.faceclip_encoder import (
     released_key_map,
     with_share_face_encoder,
 )
+from faceclip.convert.facet5_encoder import convert_facet5_encoder
 
 __all__ = [
     "DEAD_KEYS",
     "CheckpointKeyError",
+    "convert_facet5_encoder",
     "convert_released_state_dict",
     "is_dead_key",
     "load_released_state_dict",

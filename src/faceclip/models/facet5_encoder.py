@@ -308,7 +308,7 @@ class FaceT5Encoder(ModelMixin, ConfigMixin):
         with init_empty_weights(include_buffers=False):
             model = cls.from_config(model_config)
         expected_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        converted = convert_released_state_dict(state_dict, expected_shapes)
+        converted = convert_released_state_dict(state_dict, model_config, expected_shapes)
         del state_dict
         model.load_state_dict(converted, strict=True, assign=True)
         model.freeze_backbones()
