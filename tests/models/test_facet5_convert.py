@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -17,11 +14,11 @@ from faceclip.convert import CheckpointKeyError
 from faceclip.convert.facet5_encoder import (
     DEAD_KEYS,
     config_from_released_keys,
-    convert_facet5_encoder,
     convert_released_state_dict,
     is_dead_key,
     released_key_map,
 )
+from faceclip.convert.facet5_files import convert_facet5_encoder
 from faceclip.models.facet5_encoder import create_facet5_encoder, facet5_config
 
 from .facet5_reference import RELEASED_KEY_COUNT, dead_released_keys, read_manifest, to_released_layout
@@ -56,13 +53,18 @@ def test_every_released_key_is_mapped_or_dead():
     assert len(mapped) == 922 and len(dead) == 36
     for pattern in DEAD_KEYS:  # no pattern is stale
         pattern = pattern.format(last=5)
-        assert any(k == pattern or (pattern.endswith("*") and k.startswith(pattern[:-1])) for k in dead), pattern
+        assert any(k == pattern or (pattern.endswith("*") and k.startswith(pattern[:-1])) for k in dead), (
+            pattern
+        )
     with init_empty_weights(include_buffers=False):
         model = FaceT5Encoder.from_config(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     converted = convert_released_state_dict(meta, config, expected)
     assert set(converted) == set(expected)
-    assert sum(t.numel() for t in converted.values()) == 6_274_222_594 - sum(meta[k].numel() for k in dead) - 5 * 2 * 4096 * 4097
+    assert (
+        sum(t.numel() for t in converted.values())
+        == 6_274_222_594 - sum(meta[k].numel() for k in dead) - 5 * 2 * 4096 * 4097
+    )
 
 
 def test_official_round_trip_reads_sizes_from_the_keys(encoder):
@@ -94,7 +96,8 @@ def test_perturbing_a_dead_part_changes_no_output(encoder, part):
     released = to_released_layout(encoder)
     reference = outputs(FaceT5Encoder.from_official(released, config="facet5-tiny"))
     perturbed = {
-        k: v + torch.randn_like(v) if k.startswith(tuple(DEAD_PARTS[part])) else v for k, v in released.items()
+        k: v + torch.randn_like(v) if k.startswith(tuple(DEAD_PARTS[part])) else v
+        for k, v in released.items()
     }
     assert sum(k.startswith(tuple(DEAD_PARTS[part])) for k in released) >= 1
     for ours, theirs in zip(outputs(FaceT5Encoder.from_official(perturbed, config="facet5-tiny")), reference):
@@ -125,7 +128,9 @@ def test_unknown_and_missing_keys_are_named(encoder):
 
 
 def test_clip_keys_without_the_text_model_level_are_accepted(encoder):
-    released = {k.replace("encoder_1.text_model.", "encoder_1."): v for k, v in to_released_layout(encoder).items()}
+    released = {
+        k.replace("encoder_1.text_model.", "encoder_1."): v for k, v in to_released_layout(encoder).items()
+    }
     loaded = FaceT5Encoder.from_official(released, config="facet5-tiny")
     assert torch.equal(outputs(loaded)[1], outputs(encoder)[1])
 
@@ -140,7 +145,9 @@ def test_dead_key_list_matches_the_tiny_layout(encoder):
 def test_file_conversion_in_shards_loads_back(encoder, tmp_path, dtype):
     path = tmp_path / "face_t5_encoder.pt"
     torch.save(to_released_layout(encoder), path)
-    out = convert_facet5_encoder(path, tmp_path / "converted", config="facet5-tiny", torch_dtype=dtype, max_shard_bytes=2 << 20)
+    out = convert_facet5_encoder(
+        path, tmp_path / "converted", config="facet5-tiny", torch_dtype=dtype, max_shard_bytes=2 << 20
+    )
     index = json.loads((out / "diffusion_pytorch_model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) >= 2
     stored = {}
@@ -169,5 +176,5 @@ def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
 def test_a_missing_file_names_what_is_missing(tmp_path):
     from faceclip.hub import WeightsNotFoundError
 
-    with pytest.raises(WeightsNotFoundError, match="face_t5_encoder.pt"):
+    with pytest.raises(WeightsNotFoundError, match=r"face_t5_encoder\.pt"):
         FaceT5Encoder.from_official(tmp_path)

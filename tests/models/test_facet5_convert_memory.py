@@ -35,14 +35,18 @@ def test_converting_a_multi_gb_released_file_keeps_peak_rss_under_4_gb(tmp_path)
     root = Path(__file__).parents[2]
     env = {"PYTHONPATH": f"{root / 'src'}:{root}", "PATH": "/usr/bin:/bin"}
     source, out = tmp_path / "face_t5_encoder.pt", tmp_path / "converted"
-    subprocess.run([sys.executable, "-c", textwrap.dedent(MAKE_FILE), str(source)], check=True, env=env, cwd=root)
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MAKE_FILE), str(source)], check=True, env=env, cwd=root
+    )
     size_gb = source.stat().st_size / 2**30
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CONVERT), str(source), str(out)],
         check=True, env=env, cwd=root, capture_output=True, text=True,
     )  # fmt: skip
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"converted {size_gb:.2f} GiB in {report['seconds']:.0f} s, peak RSS {report['peak_rss_gb']:.2f} GiB")
+    print(
+        f"converted {size_gb:.2f} GiB in {report['seconds']:.0f} s, peak RSS {report['peak_rss_gb']:.2f} GiB"
+    )
     assert size_gb > 4
     index = json.loads((out / "diffusion_pytorch_model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) >= 4

@@ -63,7 +63,9 @@ def test_each_row_depends_only_on_its_own_inputs(encoder):
     for row in range(2):
         single = run(encoder, faces[row : row + 1], PROMPTS[row : row + 1], t5_ids[row : row + 1])
         torch.testing.assert_close(batch.prompt_embeds[row], single.prompt_embeds[0], atol=1e-6, rtol=0)
-        torch.testing.assert_close(batch.pooled_prompt_embeds[row], single.pooled_prompt_embeds[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            batch.pooled_prompt_embeds[row], single.pooled_prompt_embeds[0], atol=1e-6, rtol=0
+        )
     other_faces, other_ids = inputs(seed=5)
     faces[1], t5_ids[1] = other_faces[1], other_ids[1]
     changed = run(encoder, faces, [PROMPTS[0], "something else"], t5_ids)
@@ -80,7 +82,9 @@ def test_save_and_load_round_trip(encoder, tmp_path):
     for key, value in encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     faces, t5_ids = inputs()
-    assert torch.equal(run(loaded, faces, PROMPTS, t5_ids).prompt_embeds, run(encoder, faces, PROMPTS, t5_ids).prompt_embeds)
+    assert torch.equal(
+        run(loaded, faces, PROMPTS, t5_ids).prompt_embeds, run(encoder, faces, PROMPTS, t5_ids).prompt_embeds
+    )
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
@@ -117,7 +121,9 @@ def test_half_precision_forward(encoder, dtype):
     out = run(encoder, faces, PROMPTS, t5_ids)
     assert out.prompt_embeds.dtype == dtype and out.pooled_prompt_embeds.dtype == dtype
     torch.testing.assert_close(out.prompt_embeds.float(), reference.prompt_embeds, atol=0.1, rtol=0.05)
-    torch.testing.assert_close(out.pooled_prompt_embeds.float(), reference.pooled_prompt_embeds, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(
+        out.pooled_prompt_embeds.float(), reference.pooled_prompt_embeds, atol=0.1, rtol=0.05
+    )
 
 
 def test_from_pretrained_in_bf16_keeps_wo_in_fp32(encoder, tmp_path):
@@ -137,7 +143,9 @@ def tiny_t5_tokenizer():
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 def test_t5_tokenizer_is_used_when_no_ids_are_given(encoder):
@@ -164,6 +172,11 @@ def test_t5_tokenizer_is_used_when_no_ids_are_given(encoder):
     ],
 )
 def test_bad_inputs_name_the_argument(encoder, kwargs, error, match):
-    call = {"face_images": None, "prompts": PROMPTS, "t5_input_ids": torch.zeros(2, 16, dtype=torch.long), **kwargs}
+    call = {
+        "face_images": None,
+        "prompts": PROMPTS,
+        "t5_input_ids": torch.zeros(2, 16, dtype=torch.long),
+        **kwargs,
+    }
     with pytest.raises(error, match=match):
         encoder(**call)

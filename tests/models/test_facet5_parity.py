@@ -48,7 +48,9 @@ def golden_faces() -> dict[str, torch.Tensor]:
 def test_golden_faces_are_regenerated_exactly():
     expected = golden()
     for case, faces in golden_faces().items():
-        np.testing.assert_allclose(faces.double().sum(dim=(1, 2, 3)).numpy(), expected[f"case{case}_faces_sum"], rtol=1e-12)
+        np.testing.assert_allclose(
+            faces.double().sum(dim=(1, 2, 3)).numpy(), expected[f"case{case}_faces_sum"], rtol=1e-12
+        )
 
 
 def test_flux_clip_tokenization_matches_the_goldens():

@@ -15,7 +15,7 @@ from faceclip.convert.faceclip_encoder import (
     released_key_map,
     with_share_face_encoder,
 )
-from faceclip.convert.facet5_encoder import convert_facet5_encoder
+from faceclip.convert.facet5_files import convert_facet5_encoder
 
 __all__ = [
     "DEAD_KEYS",
