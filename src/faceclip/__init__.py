@@ -17,6 +17,7 @@ _LAZY = {
     "FaceCLIPEncoder": "faceclip.models.encoder",
     "FaceCLIPEncoderOutput": "faceclip.models.encoder",
     "FaceCLIPStableDiffusionXLPipeline": "faceclip.pipelines.sdxl.pipeline_faceclip_sdxl",
+    "FaceT5Encoder": "faceclip.models.facet5_encoder",
     "FaceAnalyzer": "faceclip.face",
     "NoFaceFoundError": "faceclip.face",
     "load_image": "faceclip.face",
@@ -28,6 +29,7 @@ __all__ = [  # noqa: RUF022 (same order as _LAZY)
     "FaceCLIPEncoder",
     "FaceCLIPEncoderOutput",
     "FaceCLIPStableDiffusionXLPipeline",
+    "FaceT5Encoder",
     "FaceAnalyzer",
     "NoFaceFoundError",
     "load_image",
@@ -37,6 +39,7 @@ __all__ = [  # noqa: RUF022 (same order as _LAZY)
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer, NoFaceFoundError, load_image
     from faceclip.models.encoder import FaceCLIPEncoder, FaceCLIPEncoderOutput
+    from faceclip.models.facet5_encoder import FaceT5Encoder
     from faceclip.pipelines.sdxl.pipeline_faceclip_sdxl import FaceCLIPStableDiffusionXLPipeline
     from faceclip.registry import load_pipeline
 

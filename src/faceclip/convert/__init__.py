@@ -12,9 +12,11 @@ from faceclip.convert.faceclip_encoder import (
     load_released_state_dict,
     released_key_map,
 )
+from faceclip.convert.facet5_files import convert_facet5_encoder
 
 __all__ = [
     "CheckpointKeyError",
+    "convert_facet5_encoder",
     "convert_released_state_dict",
     "load_released_state_dict",
     "released_key_map",

@@ -12,10 +12,13 @@ from faceclip.models.encoder import (
     encoder_config,
     list_configs,
 )
+from faceclip.models.facet5_encoder import FaceT5Encoder, FaceT5EncoderOutput
 
 __all__ = [
     "FaceCLIPEncoder",
     "FaceCLIPEncoderOutput",
+    "FaceT5Encoder",
+    "FaceT5EncoderOutput",
     "create_encoder",
     "encoder_config",
     "list_configs",

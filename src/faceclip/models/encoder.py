@@ -353,7 +353,7 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
 
 def list_configs() -> list[str]:
     """Names of the packaged encoder configs (``faceclip-sdxl``, ``faceclip-tiny``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    return sorted(p.stem for p in CONFIG_DIR.glob("faceclip-*.json"))
 
 
 def encoder_config(name: str) -> dict:

@@ -28,6 +28,7 @@ class FaceViTConfig:
     identity_dim: int = 512
     layer_norm_eps: float = 1e-5
     batch_norm_eps: float = 2e-5
+    identity_head: bool = True  # False: no identity head (FaceT5 reads only the patch tokens)
 
     @property
     def grid_size(self) -> int:
@@ -43,11 +44,11 @@ class FaceFeatures:
     """Face encoder outputs.
 
     Attributes:
-        identity: (B, identity_dim) identity vector (class token), not normalised.
+        identity: (B, identity_dim) identity vector (class token), not normalised; None without an identity head.
         patch_tokens: (B, N, width) patch tokens after the final LayerNorm, N = grid_size**2.
     """
 
-    identity: torch.Tensor
+    identity: torch.Tensor | None
     patch_tokens: torch.Tensor
 
     def index_select(self, index: torch.Tensor) -> FaceFeatures:
@@ -111,10 +112,11 @@ class FaceViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n, width))
         self.blocks = nn.ModuleList(FaceBlock(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
-        self.feature_proj = nn.Linear(n * width, width, bias=False)
-        self.feature_norm = nn.BatchNorm1d(width, eps=config.batch_norm_eps)
-        self.identity_proj = nn.Linear(width, config.identity_dim, bias=False)
-        self.identity_norm = nn.BatchNorm1d(config.identity_dim, eps=config.batch_norm_eps)
+        if config.identity_head:
+            self.feature_proj = nn.Linear(n * width, width, bias=False)
+            self.feature_norm = nn.BatchNorm1d(width, eps=config.batch_norm_eps)
+            self.identity_proj = nn.Linear(width, config.identity_dim, bias=False)
+            self.identity_norm = nn.BatchNorm1d(config.identity_dim, eps=config.batch_norm_eps)
         nn.init.normal_(self.pos_embed, std=0.02)
 
     def forward(self, images: torch.Tensor) -> FaceFeatures:
@@ -135,6 +137,8 @@ class FaceViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         tokens = self.norm(x)  # (B, N, width)
+        if not self.config.identity_head:
+            return FaceFeatures(identity=None, patch_tokens=tokens)
         identity = self.feature_norm(self.feature_proj(tokens.flatten(1)))
         identity = self.identity_norm(self.identity_proj(identity))  # (B, identity_dim)
         return FaceFeatures(identity=identity, patch_tokens=tokens)
