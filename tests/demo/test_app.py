@@ -108,3 +108,15 @@ def test_generation_failure_is_a_short_message(config, photo_path):
     on_generate = _event(demo, "on_generate").fn
     with pytest.raises(gr.Error, match="ran out of memory"):
         list(on_generate(face, "a photo", "", 1, 2, 5.0, 0, "Custom 64×64", progress=lambda *a, **k: None))
+
+
+def test_random_weights_are_announced_in_the_page(fake_pipe, config):
+    from dataclasses import replace
+
+    from faceclip.demo.app import RANDOM_WEIGHTS_NOTICE
+
+    def texts(demo):
+        return [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+
+    assert RANDOM_WEIGHTS_NOTICE not in texts(create_demo(fake_pipe, config))
+    assert RANDOM_WEIGHTS_NOTICE in texts(create_demo(fake_pipe, replace(config, random_weights=True)))

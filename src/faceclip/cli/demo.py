@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         max_file_size=args.max_file_size,
         show_license_notice=source.kind is not SourceKind.TINY,
+        random_weights=source.kind is SourceKind.TINY,
     )
     if args.host not in LOOPBACK:
         logger.warning("listening on %s: other machines on your network can use this demo", args.host)

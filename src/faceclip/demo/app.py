@@ -67,6 +67,7 @@ class DemoConfig:
             of the current run), nor is an OpenCV network.
         max_file_size: upload size limit, e.g. ``"10mb"``.
         show_license_notice: show the non-commercial licence of the released weights.
+        random_weights: the model has random weights (``tiny-random``): the page says its images are noise.
     """
 
     output_dir: Path = Path("outputs/demo")
@@ -77,6 +78,13 @@ class DemoConfig:
     queue_size: int = 16
     max_file_size: str = "10mb"
     show_license_notice: bool = True
+    random_weights: bool = False
+
+
+RANDOM_WEIGHTS_NOTICE = (
+    "**This model has random weights** (`tiny-random`): its images are noise. It shows how the page works; "
+    "start the demo with the released weights for real photos."
+)
 
 
 def import_gradio():
@@ -191,6 +199,8 @@ def create_demo(pipe: handlers.DemoPipeline, config: DemoConfig | None = None) -
     # delete_cache: every hour, drop uploads and served copies older than a day from Gradio's cache.
     with gr.Blocks(title="FaceCLIP demo", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(INTRO)
+        if config.random_weights:
+            gr.Markdown(RANDOM_WEIGHTS_NOTICE, elem_id="random-weights")
         if config.show_license_notice:
             gr.Markdown(
                 f"_{NONCOMMERCIAL_NOTICE}_" + (f" Model: `{config.model_name}`." if config.model_name else "")
