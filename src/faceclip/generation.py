@@ -263,9 +263,8 @@ def generate_images(
     with tqdm(total=settings.num_images, desc="images", unit="image", disable=not progress) as bar:
         for prompt_index, prompt in enumerate(settings.prompts):
             for seeds in _batches(settings.seeds, settings.batch_size):
-                images = _denoise(
-                    pipe, face, prompt, seeds, settings, _step_counter(on_step, done, total_steps)
-                )
+                callback = _step_counter(on_step, done, len(seeds), total_steps)
+                images = _denoise(pipe, face, prompt, seeds, settings, callback)
                 done += len(seeds) * settings.num_inference_steps
                 for seed, image in zip(seeds, images, strict=True):
                     metadata = image_metadata(pipe, face, prompt, seed, settings, model) | (
@@ -280,22 +279,17 @@ def _batches(seeds: Sequence[int], size: int) -> Iterator[tuple[int, ...]]:
         yield tuple(seeds[start : start + size])
 
 
-def _step_counter(on_step: StepCallback | None, done: int, total: int):
-    """A diffusers ``callback_on_step_end`` reporting ``(done + batch steps, total)``, or ``None``."""
+def _step_counter(on_step: StepCallback | None, done: int, batch: int, total: int):
+    """A diffusers ``callback_on_step_end`` for a batch of ``batch`` images that reports
+    ``(image-steps done in the request, total)`` after each step, or ``None`` without ``on_step``."""
     if on_step is None:
         return None
 
     def callback(_pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-        on_step(min(done + (step + 1) * _batch_size(callback_kwargs), total), total)
+        on_step(min(done + (step + 1) * batch, total), total)
         return callback_kwargs
 
     return callback
-
-
-def _batch_size(callback_kwargs: dict) -> int:
-    """Images in the current batch (latents are (B, C, h, w); B doubles nothing: CFG is applied inside)."""
-    latents = callback_kwargs.get("latents")
-    return int(latents.shape[0]) if latents is not None else 1
 
 
 def _denoise(pipe, face, prompt, seeds, settings, callback) -> list[Image.Image]:
