@@ -58,7 +58,9 @@ def test_images_are_bit_identical_to_stock_flux_given_the_same_embeddings(pipe, 
     prompts = ["a person hiking", "a person reading"]
     # Stock FLUX takes embeddings already repeated per image (its encode_prompt repeats only what it encodes).
     conditioning = {k: v.repeat_interleave(2, dim=0) for k, v in embeddings(pipe, face, prompts).items()}
-    ours = generate(pipe, face_image=face, prompt=prompts, true_cfg_scale=true_cfg_scale, num_images_per_prompt=2)
+    ours = generate(
+        pipe, face_image=face, prompt=prompts, true_cfg_scale=true_cfg_scale, num_images_per_prompt=2
+    )
     stock = generate(stock_flux(pipe), **conditioning, true_cfg_scale=true_cfg_scale, guidance_scale=1.0)
     assert ours.shape == (4, 32, 48, 3)
     np.testing.assert_array_equal(ours, stock)
@@ -86,7 +88,9 @@ def test_released_defaults_are_the_call_defaults(pipe):
     assert params["true_cfg_scale"].default == DEFAULTS.true_cfg_scale == 3.5
     assert DEFAULTS.size_for(1024) == (1152, 864)
     assert pipe.default_size == DEFAULTS.size_for(pipe.vae.config.sample_size) == (144, 112)
-    image = pipe(face_image=torch.rand(3, 28, 28), prompt="a person", num_inference_steps=1, true_cfg_scale=1).images[0]
+    image = pipe(
+        face_image=torch.rand(3, 28, 28), prompt="a person", num_inference_steps=1, true_cfg_scale=1
+    ).images[0]
     assert image.size == (112, 144)
 
 
@@ -97,7 +101,9 @@ def test_encode_prompt_keeps_fluxs_contract(pipe, face):
     assert text_ids.shape == (length, 3) and not text_ids.any()
     torch.testing.assert_close(embeds[0], embeds[2])  # prompt-major repeats
     assert not torch.equal(embeds[0], embeds[3])
-    again, again_pooled, _ = pipe.encode_prompt(None, prompt_embeds=embeds[:1], pooled_prompt_embeds=pooled[:1])
+    again, again_pooled, _ = pipe.encode_prompt(
+        None, prompt_embeds=embeds[:1], pooled_prompt_embeds=pooled[:1]
+    )
     assert torch.equal(again, embeds[:1]) and torch.equal(again_pooled, pooled[:1])
 
 
@@ -147,7 +153,9 @@ def test_save_and_load_round_trip_generates_the_same_images(pipe, face, tmp_path
     loaded = FaceT5FluxPipeline.from_pretrained(tmp_path / "saved")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.tokenizer_2 is not None and loaded.faceclip_encoder.t5_tokenizer is loaded.tokenizer_2
-    np.testing.assert_array_equal(generate(pipe, face_image=face, prompt="a"), generate(loaded, face_image=face, prompt="a"))
+    np.testing.assert_array_equal(
+        generate(pipe, face_image=face, prompt="a"), generate(loaded, face_image=face, prompt="a")
+    )
 
 
 def test_transformer_lora_loads_and_scales(pipe, face, tmp_path):
@@ -159,7 +167,9 @@ def test_transformer_lora_loads_and_scales(pipe, face, tmp_path):
     pipe.transformer.delete_adapters("default")
     pipe.load_lora_weights(tmp_path / "pytorch_lora_weights.safetensors", adapter_name="face")
     with_lora = generate(pipe, face_image=face, prompt="a", true_cfg_scale=1)
-    scaled_off = generate(pipe, face_image=face, prompt="a", true_cfg_scale=1, joint_attention_kwargs={"scale": 0.0})
+    scaled_off = generate(
+        pipe, face_image=face, prompt="a", true_cfg_scale=1, joint_attention_kwargs={"scale": 0.0}
+    )
     assert not np.array_equal(base, with_lora)
     np.testing.assert_allclose(scaled_off, base, atol=1e-6)
 
@@ -178,4 +188,6 @@ def test_vae_tiling_and_group_offloading_run_on_the_cpu(pipe, face):
     pipe.transformer.enable_group_offload(
         onload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
     )
-    np.testing.assert_allclose(generate(pipe, face_image=face, prompt="a", true_cfg_scale=1), reference, atol=1e-6)
+    np.testing.assert_allclose(
+        generate(pipe, face_image=face, prompt="a", true_cfg_scale=1), reference, atol=1e-6
+    )

@@ -179,7 +179,9 @@ def negative_prompts_for(negative_prompt: str | list[str] | None, batch: int, de
     negative_prompt = default if negative_prompt is None else negative_prompt
     negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
     if len(negatives) != batch:
-        raise ValueError(f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt.")
+        raise ValueError(
+            f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt."
+        )
     return negatives
 
 

@@ -20,6 +20,8 @@ def architecture_config(name: str) -> dict:
         name: one of ``flux_transformer``, ``flux_vae``, ``flux_scheduler``, ``tiny_transformer``, ``tiny_vae``.
     """
     if name not in _NAMES:
-        raise ValueError(f"architecture_config: unknown config name {name!r}; choose one of {', '.join(_NAMES)}.")
+        raise ValueError(
+            f"architecture_config: unknown config name {name!r}; choose one of {', '.join(_NAMES)}."
+        )
     text = resources.files("faceclip.pipelines.flux").joinpath("configs", f"{name}.json").read_text()
     return {k: v for k, v in json.loads(text).items() if k == "_class_name" or not k.startswith("_")}

@@ -10,7 +10,6 @@ offloading mode, quantized transformer and LoRA works as it does there.
 # No ``from __future__ import annotations`` here: diffusers reads the constructor's type hints at run time.
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,12 +149,16 @@ class FaceT5FluxPipeline(FacePipelineMixin, FluxPipeline):
         """
         self._check_sequence_length(max_sequence_length)
         if prompt_2 is not None and prompt_2 != prompt:
-            raise ValueError("prompt_2: the FaceT5 encoder reads one prompt for T5 and CLIP-L; pass prompt only.")
+            raise ValueError(
+                "prompt_2: the FaceT5 encoder reads one prompt for T5 and CLIP-L; pass prompt only."
+            )
         device = device or self._execution_device
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
-            prompt_embeds, pooled_prompt_embeds = self.encode_face_prompts(face_image, prompt, device, face_index)
+            prompt_embeds, pooled_prompt_embeds = self.encode_face_prompts(
+                face_image, prompt, device, face_index
+            )
         elif pooled_prompt_embeds is None:
             raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
         dtype = self.transformer.dtype if self.transformer is not None else prompt_embeds.dtype
@@ -194,9 +197,14 @@ class FaceT5FluxPipeline(FacePipelineMixin, FluxPipeline):
         if not isinstance(true_cfg_scale, int | float) or not 0 <= true_cfg_scale < float("inf"):
             raise ValueError(f"true_cfg_scale must be a finite number >= 0; got {true_cfg_scale!r}.")
         check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
-        check_negative_embeds(negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds)
+        check_negative_embeds(
+            negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         width = self.transformer.config.joint_attention_dim
-        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+        for name, embeds in (
+            ("prompt_embeds", prompt_embeds),
+            ("negative_prompt_embeds", negative_prompt_embeds),
+        ):
             check_embeds_width(name, embeds, width, str(self.max_sequence_length))
         if isinstance(face_image, PreparedFace | torch.Tensor):
             check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
@@ -263,8 +271,12 @@ class FaceT5FluxPipeline(FacePipelineMixin, FluxPipeline):
             face = self.prepare_face(face_image, face_index=face_index)
             prompt_embeds, pooled_prompt_embeds = self.encode_face_prompts(face, prompt, device)
         if true_cfg_scale > 1 and negative_prompt_embeds is None:
-            negatives = negative_prompts_for(negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt)
-            negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(negatives, device)
+            negatives = negative_prompts_for(
+                negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt
+            )
+            negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
+                negatives, device
+            )
         images = FluxPipeline.__call__(
             self,
             prompt_embeds=prompt_embeds,
