@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -150,10 +151,8 @@ def _load_tokenizer(model: str | os.PathLike, tokenizer_json: Path):
     from faceclip.hub import WeightsNotFoundError, resolve_file
 
     for name in TOKENIZER_FILES[1:]:
-        try:
+        with contextlib.suppress(WeightsNotFoundError):  # optional: tokenizer.json alone is a working tokenizer
             resolve_file(model, f"{RELEASED_TOKENIZER_FOLDER}/{name}", what="a T5 tokenizer file")
-        except WeightsNotFoundError:
-            pass  # optional: tokenizer.json alone makes a working tokenizer
     return AutoTokenizer.from_pretrained(tokenizer_json.parent)
 
 
