@@ -46,6 +46,8 @@ BASE_FILES = {
     "vae/diffusion_pytorch_model.safetensors": "the FLUX.1-dev VAE weights",
     "scheduler/scheduler_config.json": "the FLUX.1-dev scheduler config",
 }
+RELEASED_ENCODER_CONFIG = "facet5-flux"
+"""The packaged encoder config whose head counts the released encoder has (sizes are read from its keys)."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 """The T5 tokenizer's files in ``model/tokenizer/``; ``tokenizer.json`` is required, the others used if there."""
 
@@ -99,6 +101,7 @@ def load_released_components(
     base: str | os.PathLike = FLUX_BASE,
     torch_dtype: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
+    encoder_config: str | dict | None = None,
 ) -> dict[str, object]:
     """Components from the released FaceT5-FLUX files and FLUX.1-dev, converting the ``.pt`` files once.
 
@@ -108,6 +111,8 @@ def load_released_components(
         base: FLUX.1-dev's hub id or a local copy (``transformer/config.json``, ``vae/``, ``scheduler/``).
         torch_dtype: dtype for the model weights; ``None`` keeps the stored dtype (bf16 for the released files).
         cache_dir: root of the converted-weights cache (default ``$FACECLIP_CACHE``, else ``$HF_HOME/faceclip``).
+        encoder_config: the config whose head counts the released encoder has (default
+            :data:`RELEASED_ENCODER_CONFIG`).
 
     Raises:
         faceclip.hub.WeightsNotFoundError: listing every missing file, where it was looked for, and how to get it.
@@ -129,7 +134,7 @@ def load_released_components(
     )
     found = search.found
     if needs_conversion:
-        _convert(model, found, target)
+        _convert(model, found, target, encoder_config or RELEASED_ENCODER_CONFIG)
     scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
     return {
         "scheduler": FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
@@ -151,12 +156,16 @@ def _load_tokenizer(model: str | os.PathLike, tokenizer_json: Path):
     from faceclip.hub import WeightsNotFoundError, resolve_file
 
     for name in TOKENIZER_FILES[1:]:
-        with contextlib.suppress(WeightsNotFoundError):  # optional: tokenizer.json alone is a working tokenizer
+        with contextlib.suppress(
+            WeightsNotFoundError
+        ):  # optional: tokenizer.json alone is a working tokenizer
             resolve_file(model, f"{RELEASED_TOKENIZER_FOLDER}/{name}", what="a T5 tokenizer file")
     return AutoTokenizer.from_pretrained(tokenizer_json.parent)
 
 
-def _convert(model: str | os.PathLike, found: dict[str, Path], target: Path) -> None:
+def _convert(
+    model: str | os.PathLike, found: dict[str, Path], target: Path, encoder_config: str | dict
+) -> None:
     """Convert both released pickles into ``target`` (staged, then renamed: whole or not at all)."""
     from faceclip.convert.facet5_files import convert_facet5_encoder
     from faceclip.convert.flux_transformer import convert_released_transformer
@@ -164,7 +173,9 @@ def _convert(model: str | os.PathLike, found: dict[str, Path], target: Path) -> 
     logger.info("converting the released FaceT5-FLUX weights to safetensors in %s (once)", target)
     files = {name: found[name] for name in (RELEASED_ENCODER_FILE, RELEASED_TRANSFORMER_FILE)}
     with conversion_folder(target, model, files) as staging:
-        convert_facet5_encoder(found[RELEASED_ENCODER_FILE], staging / "faceclip_encoder")
+        convert_facet5_encoder(
+            found[RELEASED_ENCODER_FILE], staging / "faceclip_encoder", config=encoder_config
+        )
         transformer_config = json.loads(found["transformer/config.json"].read_text())
         convert_released_transformer(
             found[RELEASED_TRANSFORMER_FILE], transformer_config, staging / "transformer"
