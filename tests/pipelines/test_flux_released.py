@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.models.facet5_reference import to_released_layout
 
 from faceclip.convert.faceclip_encoder import CheckpointKeyError
 from faceclip.convert.flux_transformer import convert_released_transformer
@@ -15,7 +16,6 @@ from faceclip.hub import WeightsNotFoundError
 from faceclip.pipelines.flux import FaceT5FluxPipeline
 from faceclip.pipelines.flux.tiny import build_tiny_components
 from faceclip.registry import load_pipeline, resolve_model
-from tests.models.facet5_reference import to_released_layout
 
 
 @pytest.fixture
