@@ -69,7 +69,7 @@ class FacePipelineMixin:
         face = self.prepare_face(face_image, face_index=face_index)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         encoder = self.faceclip_encoder
-        faces = face.tensor.to(device=encoder.device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
+        faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
         embeds, pooled = self.run_encoder(faces, prompts)
         return embeds.to(device), pooled.to(device)
 
