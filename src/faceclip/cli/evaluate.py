@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid = commands.add_parser(
         "run",
         help="generate identities x prompts x seeds with our pipeline, then score them",
-        description="Generate the evaluation grid with a FaceCLIP-SDXL pipeline, then score it. Launched with "
+        description="Generate the evaluation grid with a FaceCLIP pipeline (either family), then score it. Launched with "
         "`accelerate launch`, the grid is split across the processes.",
     )
     add_model_option(grid)
@@ -177,7 +177,8 @@ def plan(args: argparse.Namespace):
     settings = GenerationSettings(
         prompts=tuple(prompts), seeds=consecutive_seeds(args.first_seed, args.seeds),
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, height=height, width=width, batch_size=args.seeds,
+        guidance_scale=args.guidance_scale, true_cfg_scale=args.true_cfg_scale, height=height, width=width,
+        batch_size=args.seeds,
     ).validate()  # fmt: skip
     cells = plan_grid(identities, prompts, settings.seeds, baselines=args.clip_i and not args.no_clip)
     return cells, settings

@@ -88,7 +88,8 @@ def generate(args: argparse.Namespace) -> int:
     settings = GenerationSettings(
         prompts=tuple(prompts), seeds=consecutive_seeds(seed, args.num_images),
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, height=height, width=width, batch_size=args.batch_size,
+        guidance_scale=args.guidance_scale, true_cfg_scale=args.true_cfg_scale, height=height, width=width,
+        batch_size=args.batch_size,
     ).validate()  # fmt: skip
     out = OutputFolder(args.out, inputs=[args.face, args.prompts_file], overwrite=args.overwrite)
     out.check_names(
