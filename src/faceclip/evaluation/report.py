@@ -2,10 +2,13 @@
 
 ``report.json`` holds every per-image score, the aggregates (overall, per prompt, per identity), the problems
 met, and what produced the numbers (recogniser, CLIP model, settings), so it can be re-plotted or compared later.
+Its paths are relative to its folder (``../`` for files outside it) when :func:`build_report` is given that
+folder, as ``faceclip eval score`` and ``eval run`` both do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from faceclip.evaluation.manifest import ManifestProblem
+from faceclip.evaluation.manifest import ManifestProblem, relative_path
 from faceclip.evaluation.metrics import ImageScore, aggregate, group_by
 from faceclip.outputs import atomic_file, make_grid, save_png, write_text_atomic
 
@@ -36,6 +39,7 @@ def build_report(
     recognizer: str,
     clip_model: str | None,
     settings: Mapping[str, object] | None = None,
+    relative_to: str | os.PathLike | None = None,
 ) -> dict:
     """Everything a report holds, as a JSON-ready dict.
 
@@ -45,8 +49,15 @@ def build_report(
         recognizer: name of the face recogniser behind ID-Sim.
         clip_model: name of the CLIP model behind CLIP-T / CLIP-I, or ``None`` when they were skipped.
         settings: how the images were made or scored (manifest path, model, seeds...), stored as given.
+        relative_to: the report's folder: image, reference and problem paths are stored relative to it (with
+            ``../`` for files outside it), as in ``manifest.jsonl``; ``None`` keeps them as given.
     """
     from faceclip import __version__
+
+    scores = [_with_relative_paths(score, relative_to) for score in scores]
+    problems = [
+        dataclasses.replace(p, image=relative_path(p.image, relative_to)) if p.image else p for p in problems
+    ]
 
     return {
         "faceclip_version": __version__,
@@ -77,7 +88,7 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, contact_sheet: bo
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scores = [ImageScore.from_json(record) for record in report["images"]]
+    scores = [_with_paths_under(ImageScore.from_json(record), out) for record in report["images"]]
     written = {
         "json": write_text_atomic(
             out / REPORT_FILES["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n"
@@ -96,6 +107,17 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, contact_sheet: bo
     for kind, path in written.items():
         logger.info("wrote %s: %s", kind, path)
     return written
+
+
+def _with_relative_paths(score: ImageScore, folder: str | os.PathLike | None) -> ImageScore:
+    """``score`` with its image and reference paths relative to ``folder`` (as given when ``folder`` is None)."""
+    image, reference = (relative_path(p, folder) for p in (score.image, score.reference))
+    return dataclasses.replace(score, image=image, reference=reference)
+
+
+def _with_paths_under(score: ImageScore, folder: Path) -> ImageScore:
+    """``score`` with the paths of a report in ``folder`` (relative to it, or absolute) made openable."""
+    return dataclasses.replace(score, image=str(folder / score.image), reference=str(folder / score.reference))
 
 
 # ----------------------------------------------------------------------------------------------- markdown
@@ -280,12 +302,37 @@ def make_contact_sheet(
 
 
 def _caption(score: ImageScore) -> str:
-    identity = f"ID {score.id_sim:.2f}" if score.face_detected else "no face"
-    return identity + (f"  T {score.clip_t:.1f}" if score.clip_t is not None else "")
+    """What a generated image's tile says, e.g. ``ID-Sim 0.98 · CLIP-T 31.2`` or ``no face · CLIP-T 22.0``."""
+    parts = [f"ID-Sim {score.id_sim:.2f}" if score.face_detected else "no face"]
+    if score.clip_t is not None:
+        parts.append(f"CLIP-T {score.clip_t:.1f}")
+    return " · ".join(parts)
+
+
+def _caption_font():
+    """A scalable font with real spaces (Pillow's bundled one); the bitmap default where FreeType is missing."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=CAPTION_FONT_SIZE)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
+CAPTION_FONT_SIZE = 12
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text``, cut with an ellipsis to at most ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
 
 
 def _tile(path: str, caption: str, cell: int) -> Image.Image:
-    label_height = 14
+    label_height = 17
     try:
         with Image.open(path) as image:
             picture = ImageOps.pad(image.convert("RGB"), (cell, cell - label_height), color="white")
@@ -293,5 +340,6 @@ def _tile(path: str, caption: str, cell: int) -> Image.Image:
         picture = Image.new("RGB", (cell, cell - label_height), "lightgrey")
     tile = Image.new("RGB", (cell, cell), "white")
     tile.paste(picture, (0, 0))
-    ImageDraw.Draw(tile).text((3, cell - label_height + 1), _shorten(caption, cell // 6), fill="black")
+    draw, font = ImageDraw.Draw(tile), _caption_font()
+    draw.text((3, cell - label_height + 2), _fit(draw, caption, font, cell - 6), fill="black", font=font)
     return tile
