@@ -21,8 +21,8 @@ from faceclip.cli._options import (
     add_generation_options,
     add_model_option,
     add_overwrite_option,
-    require_output_folder,
     load_model,
+    require_output_folder,
     settings_errors_as_options,
 )
 
@@ -286,7 +286,9 @@ def _score_and_report(args: argparse.Namespace, entries: list, problems: list, s
         return 0
 
     clip_name = clip.name if clip else None
-    report = build_report(result.scores, result.problems, recognizer, clip_name, settings, relative_to=args.out)
+    report = build_report(
+        result.scores, result.problems, recognizer, clip_name, settings, relative_to=args.out
+    )
     write_reports(report, args.out, contact_sheet=not args.no_contact_sheet)
     overall = report["aggregates"]["overall"]
     print(_summary_line(overall, len(result.problems)), file=sys.stderr)

@@ -119,7 +119,9 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             continue
         earlier = first_line_of.setdefault(entry.image.resolve(), number)
         if earlier != number:
-            problems.append(ManifestProblem(number, _duplicate_message(entry, earlier), image=str(entry.image)))
+            problems.append(
+                ManifestProblem(number, _duplicate_message(entry, earlier), image=str(entry.image))
+            )
             continue
         entries.append(entry)
     return Manifest(entries, problems)
