@@ -107,7 +107,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     base = path.resolve().parent
     entries: list[ManifestEntry] = []
     problems: list[ManifestProblem] = []
-    first_line_of: dict[Path, int] = {}  # resolved image -> the line that listed it first
+    first: dict[Path, ManifestEntry] = {}  # resolved image -> the entry that listed it first
     for number, text in _lines(path):
         if isinstance(text, NotUTF8Error):
             problems.append(ManifestProblem(number, text.reason))
@@ -117,8 +117,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         except ValueError as err:
             problems.append(ManifestProblem(number, str(err)))
             continue
-        earlier = first_line_of.setdefault(entry.image.resolve(), number)
-        if earlier != number:
+        earlier = first.setdefault(entry.image.resolve(), entry)
+        if earlier is not entry:
             problems.append(
                 ManifestProblem(number, _duplicate_message(entry, earlier), image=str(entry.image))
             )
@@ -127,11 +127,14 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     return Manifest(entries, problems)
 
 
-def _duplicate_message(entry: ManifestEntry, earlier: int) -> str:
-    """The problem of ``entry``, whose image line ``earlier`` lists already."""
+def _duplicate_message(entry: ManifestEntry, earlier: ManifestEntry) -> str:
+    """The problem of ``entry``, whose image ``earlier`` lists already (saying what else differs, if anything)."""
+    fields = ("reference", "prompt", "identity", "seed", "baseline")
+    differing = [name for name in fields if getattr(entry, name) != getattr(earlier, name)]
+    also = f" with another {' and '.join(differing)}" if differing else ""
     return (
-        f"lists the same image as line {earlier} ({entry.image.name}); it is counted once, from line {earlier}, "
-        "so this line is skipped"
+        f"lists the same image as line {earlier.line} ({entry.image.name}){also}; each image is counted once, "
+        f"from line {earlier.line}, so this line is skipped"
     )
 
 
