@@ -89,6 +89,11 @@ def test_load_config_raises_config_error_for_yaml_and_encoding(tmp_path):
     with pytest.raises(ConfigError, match=r"--set 'loss.kind=\{a': the value is not valid YAML"):
         load_config("stage1", overrides=["loss.kind={a"])
     config = tmp_path / "c.yaml"
+    config.write_bytes(b"optim:\n  lr: 0.5\x07\n")  # a control character: located by its offset
+    with pytest.raises(
+        ConfigError, match=r"unacceptable character #x0007.* at line 2, column 10\); fix the file"
+    ):
+        load_config("stage1", config)
     config.write_bytes(b"\xef\xbb\xbfstage: stage1\noptim:\n  lr: 0.5\n")  # a byte-order mark is fine
     assert load_config("stage1", config).optim.lr == 0.5
 

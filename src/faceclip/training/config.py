@@ -275,10 +275,23 @@ def parse_yaml(text: str, what: str, fix: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{what} is not valid YAML ({problem}{where}); {fix}") from None
+        raise ConfigError(
+            f"{what} is not valid YAML ({problem}{_yaml_error_place(err, text)}); {fix}"
+        ) from None
+
+
+def _yaml_error_place(err: Exception, text: str) -> str:
+    """``" at line L, column C"`` of a YAML error in ``text`` (1-based), or ``""`` when it has no place."""
+    import yaml
+
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(err, yaml.reader.ReaderError):  # a control character: located by its offset
+        line, line_start = text.count("\n", 0, err.position) + 1, text.rfind("\n", 0, err.position) + 1
+        return f" at line {line}, column {err.position - line_start + 1}"
+    return ""
 
 
 def load_config(
