@@ -144,6 +144,24 @@ def test_a_latin1_caption_in_a_shard_is_a_skipped_sample_naming_its_member():
         decode_sample(raw, 8, 8)
 
 
+def test_a_latin1_prompt_file_for_eval_run_names_the_file_and_line_before_loading(
+    tmp_path, capsys, monkeypatch
+):
+    import faceclip.registry
+
+    monkeypatch.setattr(
+        faceclip.registry, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded")
+    )
+    (tmp_path / "ids").mkdir()
+    shutil.copy(FACES / "astronaut.png", tmp_path / "ids")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"a portrait\n# comment\na portrait in a " + LATIN1_CAFE + b"\n")
+    code, err = run(capsys, "eval", "run", "--model", "tiny-random", "--identities", str(tmp_path / "ids"),
+                    "--prompts", str(prompts), "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and f"--prompts: {prompts}:3: not UTF-8 text (byte 0xe9 at column 20)" in err
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------- 2-3. manifests
 
 
