@@ -14,19 +14,22 @@ class NotUTF8Error(ValueError):
         line: 1-based line of the first byte that is not UTF-8.
         column: 1-based column (in characters) of that byte on its line.
         byte: the byte's value.
+        utf16: the text starts with UTF-16's byte-order mark (so it is UTF-16, not a stray byte).
     """
 
-    def __init__(self, source: str, line: int, column: int, byte: int):
-        self.source, self.line, self.column, self.byte = source, line, column, byte
+    def __init__(self, source: str, line: int, column: int, byte: int, utf16: bool = False):
+        self.source, self.line, self.column, self.byte, self.utf16 = source, line, column, byte, utf16
         super().__init__(f"{source}:{line}: {self.reason}")
 
     @property
     def reason(self) -> str:
         """What is wrong and what to do, without the location."""
-        return (
-            f"not UTF-8 text (byte 0x{self.byte:02x} at column {self.column}); save the file as UTF-8, "
-            "e.g. `iconv -f latin1 -t utf-8 OLD > NEW`"
+        what, encoding = (
+            ("UTF-16 text (it starts with UTF-16's byte-order mark)", "utf-16")
+            if self.utf16
+            else (f"not UTF-8 text (byte 0x{self.byte:02x} at column {self.column})", "latin1")
         )
+        return f"{what}; save the file as UTF-8, e.g. `iconv -f {encoding} -t utf-8 OLD > NEW`"
 
 
 def decode_utf8(data: bytes, source: str | os.PathLike, first_line: int = 1) -> str:
@@ -46,7 +49,8 @@ def decode_utf8(data: bytes, source: str | os.PathLike, first_line: int = 1) -> 
         line_start = data.rfind(b"\n", 0, err.start) + 1
         column = len(data[line_start : err.start].decode("utf-8", "replace")) + 1
         line = first_line + data.count(b"\n", 0, err.start)
-        raise NotUTF8Error(str(source), line, column, data[err.start]) from None
+        utf16 = first_line == 1 and data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise NotUTF8Error(str(source), line, column, data[err.start], utf16) from None
 
 
 def read_utf8(path: str | os.PathLike) -> str:

@@ -52,6 +52,8 @@ def test_decode_utf8_names_the_line_and_column_and_drops_a_byte_order_mark():
     assert str(error).startswith("a.txt:2: not UTF-8 text (byte 0xe9 at column 6); save the file as UTF-8")
     with pytest.raises(NotUTF8Error, match=r"^m.jsonl:7: "):
         decode_utf8(LATIN1_CAFE, "m.jsonl", first_line=7)
+    with pytest.raises(NotUTF8Error, match=r"^w.txt:1: UTF-16 text .*`iconv -f utf-16 -t utf-8"):
+        decode_utf8("run: 1\n".encode("utf-16"), "w.txt")
 
 
 # ----------------------------------------------------------------------------------------------- 1. configs
