@@ -294,7 +294,7 @@ def _score_and_report(args: argparse.Namespace, entries: list, problems: list, s
     print(_summary_line(overall, len(result.problems)), file=sys.stderr)
     print(f"report: {Path(args.out) / REPORT_FILES['markdown']}", file=sys.stderr)
     if not result.scores:
-        source = getattr(args, "manifest", None) or Path(args.out) / "manifest.jsonl"
+        source = getattr(args, "manifest", None) or str(Path(args.out) / "manifest.jsonl")  # score | run
         print(f"faceclip eval: no image could be scored: every line was dropped: {_listed(result.problems, source)}.",
               file=sys.stderr)  # fmt: skip
         return 1
