@@ -137,6 +137,20 @@ def settings_errors_as_options(options: dict[str, str] | None = None) -> Iterato
         raise CommandError(f"{names.get(error.field, error.field)} {error.reason}") from None
 
 
+def require_output_folder(out) -> None:
+    """Refuse an ``--out`` that cannot receive outputs (a file, a folder without write permission); nothing is
+    created.
+
+    Raises:
+        CommandError: naming ``--out`` and what to do.
+    """
+    from faceclip.outputs import output_folder_problem
+
+    problem = output_folder_problem(out)
+    if problem:
+        raise CommandError(f"--out {problem}")
+
+
 def load_model(args: argparse.Namespace, dtype, command: str):
     """Load what ``--model`` and ``--base-model`` name: ``(pipeline, ModelSource)``.
 
