@@ -161,10 +161,14 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
                 else "missing"
             )
             raise CommandError(f"--prompts-file {prompts_file} is {what}; pass a UTF-8 text file of prompts.")
+        from faceclip.text_input import NotUTF8Error, read_utf8
+
         try:
-            text = prompts_file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as error:
-            raise CommandError(f"cannot read --prompts-file {prompts_file}: {error}") from None
+            text = read_utf8(prompts_file)
+        except NotUTF8Error as error:
+            raise CommandError(f"--prompts-file: {error}") from None
+        except OSError as error:
+            raise CommandError(f"cannot read --prompts-file {prompts_file}: {error.strerror or error}") from None
         out += [
             line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]
