@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
+from faceclip.convert.finite import NonFiniteTensors
+
 logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "unet.")
@@ -72,15 +74,18 @@ def convert_released_unet_state_dict(
 
 
 def load_released_unet_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a pickled UNet state dict safely (``weights_only=True``, memory-mapped)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise UNetConversionError(
-            f"{path}: expected a state dict (a mapping of tensors), found {type(obj).__name__}."
-        )
-    return dict(obj)
+    """Read a pickled UNet state dict safely (``weights_only=True``, memory-mapped).
+
+    Raises:
+        faceclip.hub.WeightsFileError: the file is empty, cut short, not a checkpoint, or holds more than
+            tensors (a ``ValueError``).
+    """
+    from faceclip.hub import read_state_dict_file
+    from faceclip.pipelines.sdxl.family import RELEASED_REPO, RELEASED_UNET_FILE
+
+    return read_state_dict_file(
+        path, advice=f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE})."
+    )
 
 
 def convert_released_unet(
@@ -98,8 +103,11 @@ def convert_released_unet(
         torch_dtype: cast the weights before saving; ``None`` keeps the stored dtype.
     """
     state_dict = convert_released_unet_state_dict(load_released_unet_file(path), config)
-    if torch_dtype is not None:
-        state_dict = {key: value.to(torch_dtype) for key, value in state_dict.items()}
+    nonfinite = NonFiniteTensors(path)
+    state_dict = {
+        key: nonfinite.check(key, value).to(torch_dtype or value.dtype) for key, value in state_dict.items()
+    }
+    nonfinite.warn()
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(dict(config))
     unet.load_state_dict(state_dict, strict=True, assign=True)
