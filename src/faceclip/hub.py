@@ -220,22 +220,13 @@ def _refuse_empty(path: Path, advice: str) -> None:
 def _torch_load(path: Path, advice: str, allow_legacy: bool):
     """``torch.load(path, weights_only=True)``, memory-mapped where the format allows, or a WeightsFileError."""
     import pickle
-
-    import torch
+    import warnings
 
     _refuse_empty(path, advice)
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # files not in torch's zip format (legacy, or foreign) cannot be mapped
-            if "mmap" not in str(err):
-                raise
-            if not allow_legacy:
-                raise WeightsFileError(
-                    f"{path}: not in torch's zip format, so it cannot be memory-mapped; it is in the legacy "
-                    f"(pre-zip) format, cut short or another kind of file. {advice}"
-                ) from None
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notice on pickle protocols would come before our message
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return _load_mapped_or_whole(path, advice, allow_legacy)
     except (OSError, WeightsFileError):
         raise  # no permission, a read error: the OS's own message names the file
     except pickle.UnpicklingError as err:
@@ -250,3 +241,20 @@ def _torch_load(path: Path, advice: str, allow_legacy: bool):
             f"{path}: not a readable PyTorch checkpoint; it is cut short, damaged or another kind of file. "
             f"{advice}"
         ) from err
+
+
+def _load_mapped_or_whole(path: Path, advice: str, allow_legacy: bool):
+    """``torch.load`` memory-mapped; files in the legacy format are read whole if ``allow_legacy``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:  # files not in torch's zip format (legacy, or foreign) cannot be mapped
+        if "mmap" not in str(err):
+            raise
+    if not allow_legacy:
+        raise WeightsFileError(
+            f"{path}: not in torch's zip format, so it cannot be memory-mapped; it is in the legacy "
+            f"(pre-zip) format, cut short or another kind of file. {advice}"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -93,16 +93,27 @@ def convert_released_unet(
     config: Mapping[str, object],
     out_dir: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Convert ``model/unet.pt`` into a diffusers UNet folder (``config.json`` + safetensors) at ``out_dir``.
+
+    Tensors holding NaN or infinity are counted as they pass, in one warning naming ``path``.
 
     Args:
         path: the released pickled UNet state dict.
         config: the SDXL UNet config the weights belong to.
         out_dir: destination folder (created).
         torch_dtype: cast the weights before saving; ``None`` keeps the stored dtype.
+        state_dict: the file's contents when already read (:func:`load_released_unet_file`); else it is read.
+
+    Raises:
+        faceclip.hub.WeightsFileError: the file cannot be read as a state dict.
+        UNetConversionError: its keys or shapes do not fit ``config``.
     """
-    state_dict = convert_released_unet_state_dict(load_released_unet_file(path), config)
+    if state_dict is None:
+        state_dict = load_released_unet_file(path)
+    state_dict = convert_released_unet_state_dict(state_dict, config)
     nonfinite = NonFiniteTensors(path)
     state_dict = {
         key: nonfinite.check(key, value).to(torch_dtype or value.dtype) for key, value in state_dict.items()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from faceclip.convert.sdxl_unet import convert_released_unet
+from faceclip.convert.sdxl_unet import convert_released_unet, load_released_unet_file
 from faceclip.hub import WeightsNotFoundError, hub_unreachable_reason, is_offline, resolve_file
 from faceclip.model_family import ModelSource, SourceKind
 from faceclip.models import FaceCLIPEncoder, create_encoder
@@ -312,11 +312,16 @@ def _convert(
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("converting the released FaceCLIP-SDXL weights to safetensors in %s (once)", target)
     try:
+        # Both files are read (memory-mapped) before either is converted, so a bad one is reported at once.
+        unet_weights = load_released_unet_file(found[RELEASED_UNET_FILE])
         encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE], config=encoder_config)
         encoder.save_pretrained(staging / "faceclip_encoder")
         del encoder
         unet_config = json.loads(found["unet/config.json"].read_text())
-        convert_released_unet(found[RELEASED_UNET_FILE], unet_config, staging / "unet")
+        convert_released_unet(
+            found[RELEASED_UNET_FILE], unet_config, staging / "unet", state_dict=unet_weights
+        )
+        del unet_weights
         record = {
             "source": str(model),
             "files": {

@@ -1,0 +1,288 @@
+"""Corrupt or foreign weight files: one message naming the file and what to do, never a traceback.
+
+Covers ``faceclip convert``, ``faceclip generate --model DIR`` / ``load_pipeline(DIR)`` (the released layout and
+our saved one), ``faceclip train --resume`` after a checkpoint file was damaged, and weights holding NaN or
+infinity (converted, with one warning). Every fixture is made here in ``tmp_path`` from tiny tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from faceclip.cli import main
+from faceclip.convert import released_key_map
+from faceclip.hub import WeightsFileError, read_state_dict_file
+from faceclip.models import FaceCLIPEncoder, create_encoder
+from faceclip.pipelines import build_tiny_components
+from faceclip.registry import load_pipeline
+
+FACE = Path(__file__).parents[1] / "data" / "pipelines" / "astronaut_192.jpg"
+ENCODER_ADVICE = "hf download ByteDance/FaceCLIP model/face_clip_encoder.pt"
+UNET_ADVICE = "hf download ByteDance/FaceCLIP model/unet.pt"
+
+
+class NotATensor:
+    """An arbitrary object: a pickle holding it is refused by ``torch.load(weights_only=True)``."""
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    """Run the CLI; returns the exit code and stderr, which never holds a traceback."""
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def released_encoder_weights() -> dict[str, torch.Tensor]:
+    """The tiny encoder's weights under the released key names (packed q/k/v, ``face_clip_l.*``)."""
+    encoder = create_encoder("faceclip-tiny", seed=0)
+    ours = encoder.state_dict()
+    return {
+        key: torch.cat([ours[name] for name, _ in targets]) if len(targets) > 1 else ours[targets[0][0]].clone()
+        for key, targets in released_key_map(dict(encoder.config)).items()
+    }
+
+
+def write_bad_file(path: Path, kind: str) -> Path:
+    """Write a bad weights file of ``kind`` at ``path``; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "unsafe pickle":
+        torch.save({"weight": torch.zeros(2), "extra": NotATensor()}, path)
+    elif kind == "plain pickle":
+        path.write_bytes(pickle.dumps(NotATensor()))
+    elif kind == "truncated":
+        torch.save({"weight": torch.zeros(64)}, path)
+        path.write_bytes(path.read_bytes()[:100])
+    elif kind == "garbage safetensors":
+        path.write_bytes(b"\x07\x00garbage" * 8)
+    elif kind == "truncated safetensors":
+        save_file({"weight": torch.zeros(64)}, path)
+        path.write_bytes(path.read_bytes()[:-40])
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+PT_CASES = {
+    "empty": "the file is empty (0 bytes)",
+    "text": "not a readable PyTorch checkpoint",
+    "unsafe pickle": "the pickle holds Python objects besides tensors",
+    "plain pickle": "the pickle holds Python objects besides tensors",
+    "truncated": "not a readable PyTorch checkpoint",
+}
+SAFETENSORS_CASES = {
+    "empty": "the file is empty (0 bytes)",
+    "garbage safetensors": "not a complete safetensors file",
+    "truncated safetensors": "not a complete safetensors file (incomplete metadata",
+}
+
+
+# --------------------------------------------------------------------------------------------- faceclip convert
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("face_clip_encoder.pt", kind) for kind in PT_CASES]
+    + [("face_clip_encoder.safetensors", kind) for kind in SAFETENSORS_CASES],
+)
+def test_convert_names_the_bad_file_and_writes_nothing(tmp_path, capsys, name, kind):
+    bad = write_bad_file(tmp_path / name, kind)
+    out = tmp_path / "converted"
+    code, err = run(capsys, "convert", "--released", str(bad), "--out", str(out), "--config", "faceclip-tiny")
+    expected = {**PT_CASES, **SAFETENSORS_CASES}[kind]
+    assert code == 2
+    assert f"faceclip convert: error: {bad}: {expected}" in err
+    assert ENCODER_ADVICE in err
+    assert err.count("error:") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no output, no staging folder
+
+
+def test_convert_names_the_file_inside_a_released_folder(tmp_path, capsys):
+    bad = write_bad_file(tmp_path / "FaceCLIP" / "model" / "face_clip_encoder.pt", "unsafe pickle")
+    code, err = run(capsys, "convert", "--released", str(tmp_path / "FaceCLIP"), "--out", str(tmp_path / "o"))
+    assert code == 2 and f"{bad}: the pickle holds Python objects besides tensors" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_reader_raises_a_value_error_naming_the_file(tmp_path):
+    bad = write_bad_file(tmp_path / "unet.pt", "text")
+    with pytest.raises(WeightsFileError, match="unet.pt: not a readable PyTorch checkpoint; .* Do this."):
+        read_state_dict_file(bad, advice="Do this.")
+    assert issubclass(WeightsFileError, ValueError)
+    with pytest.raises(ValueError, match=r"face_clip_encoder.pt: the file is empty.*" + ENCODER_ADVICE):
+        FaceCLIPEncoder.from_official(write_bad_file(tmp_path / "face_clip_encoder.pt", "empty"))
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(WeightsFileError, match="list.pt: expected a state dict .*found list"):
+        read_state_dict_file(tmp_path / "list.pt", advice="")
+
+
+# ------------------------------------------------------------------------------------------ NaN / inf weights
+
+
+def test_nonfinite_weights_convert_with_one_warning(tmp_path, capsys, caplog):
+    weights = released_encoder_weights()
+    floating = sum(tensor.is_floating_point() for tensor in weights.values())
+    nan = {key: torch.full_like(t, float("nan")) if t.is_floating_point() else t for key, t in weights.items()}
+    torch.save(nan, tmp_path / "nan.pt")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        code, err = run(capsys, "convert", "--released", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "o"),
+                        "--config", "faceclip-tiny")  # fmt: skip
+    assert code == 0 and (tmp_path / "o" / "config.json").is_file()
+    warnings = [r.getMessage() for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{tmp_path / 'nan.pt'}: {floating} of {floating} floating-point tensors")
+    caplog.clear()
+    weights["face_clip_l.logit_scale"] = torch.tensor(float("inf"))
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "one_inf.safetensors")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        FaceCLIPEncoder.from_official(tmp_path / "one_inf.safetensors", config="faceclip-tiny")
+    assert f"one_inf.safetensors: 1 of {floating} floating-point tensors" in caplog.text
+    assert "face_clip_l.logit_scale" in caplog.text
+
+
+def test_finite_weights_give_no_warning(tmp_path, caplog):
+    torch.save(released_encoder_weights(), tmp_path / "fine.pt")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        FaceCLIPEncoder.from_official(tmp_path / "fine.pt", config="faceclip-tiny")
+    assert "NaN" not in caplog.text
+
+
+def test_the_unet_converter_counts_nonfinite_tensors(tmp_path, caplog):
+    from faceclip.convert.sdxl_unet import convert_released_unet
+
+    unet = build_tiny_components()["unet"]
+    weights = unet.state_dict()
+    names = list(weights)[:3]
+    for name in names:
+        weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(weights, tmp_path / "unet.pt")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        convert_released_unet(tmp_path / "unet.pt", unet.config, tmp_path / "unet")
+    assert f"unet.pt: 3 of {len(weights)} floating-point tensors hold NaN or infinite values" in caplog.text
+    assert names[0] in caplog.text
+    assert (tmp_path / "unet" / "config.json").is_file()
+
+
+def test_the_check_reads_large_tensors_in_chunks(monkeypatch):
+    from faceclip.convert import finite
+
+    monkeypatch.setattr(finite, "CHUNK_ELEMENTS", 7)
+    tensor = torch.zeros(10, 10)
+    assert finite.is_all_finite(tensor)
+    tensor[9, 9] = float("-inf")  # in the last chunk
+    assert not finite.is_all_finite(tensor)
+    assert finite.is_all_finite(torch.tensor([1, 2]))  # integers are always finite
+    assert finite.is_all_finite(torch.empty(3, device="meta"))
+
+
+# ------------------------------------------------------------- faceclip generate --model DIR / load_pipeline(DIR)
+
+
+@pytest.fixture
+def released(tmp_path, monkeypatch):
+    """A folder in the released layout, an SDXL-base-like folder (tiny components) and an empty cache."""
+    tiny = build_tiny_components(seed=0)
+    model, sdxl = tmp_path / "FaceCLIP", tmp_path / "sdxl"
+    (model / "model").mkdir(parents=True)
+    torch.save(released_encoder_weights(), model / "model" / "face_clip_encoder.pt")
+    torch.save(tiny["unet"].state_dict(), model / "model" / "unet.pt")
+    tiny["unet"].save_config(sdxl / "unet")
+    tiny["vae"].save_pretrained(sdxl / "vae")
+    tiny["scheduler"].save_pretrained(sdxl / "scheduler")
+    monkeypatch.setenv("FACECLIP_CACHE", str(tmp_path / "cache"))
+    return model, sdxl
+
+
+def generate(tmp_path, model: Path, *extra: str) -> list[str]:
+    return ["generate", "--face", str(FACE), "--prompt", "a", "--model", str(model), "--out",
+            str(tmp_path / "out"), "--steps", "1", "--size", "64x64", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("filename", "kind", "advice"),
+    [
+        ("face_clip_encoder.pt", "text", ENCODER_ADVICE),
+        ("face_clip_encoder.pt", "unsafe pickle", ENCODER_ADVICE),
+        ("unet.pt", "truncated", UNET_ADVICE),
+        ("unet.pt", "unsafe pickle", UNET_ADVICE),
+    ],
+)
+def test_generate_names_the_bad_released_file(tmp_path, capsys, released, filename, kind, advice):
+    model, sdxl = released
+    bad = write_bad_file(model / "model" / filename, kind)
+    code, err = run(capsys, *generate(tmp_path, model, "--base-model", str(sdxl)))
+    assert code == 2
+    assert f"faceclip generate: error: {bad}: {PT_CASES[kind]}" in err and advice in err
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "cache").rglob("*.safetensors")) == []  # no half conversion in the cache
+
+
+def test_load_pipeline_raises_a_value_error_naming_the_bad_released_file(tmp_path, released):
+    model, sdxl = released
+    bad = write_bad_file(model / "model" / "unet.pt", "plain pickle")
+    with pytest.raises(ValueError, match=f"{bad}: the pickle holds Python objects besides tensors"):
+        load_pipeline(model, base_model=sdxl)
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> Path:
+    """A tiny pipeline saved in our layout (copied, then damaged, by each test)."""
+    from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
+
+    folder = tmp_path_factory.mktemp("saved") / "pipeline"
+    FaceCLIPStableDiffusionXLPipeline(**build_tiny_components(seed=0)).save_pretrained(folder)
+    return folder
+
+
+def _drop_unet_entry(folder: Path) -> None:
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["unet"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
+INDEX_DAMAGE = {
+    "not JSON": (lambda f: (f / "model_index.json").write_text("{not json"), "not a readable pipeline index"),
+    "not UTF-8": (lambda f: (f / "model_index.json").write_bytes(b"\xff\xfe{}"), "not a readable pipeline index"),
+    "a JSON list": (lambda f: (f / "model_index.json").write_text("[1, 2]"), "holds a JSON list"),
+    "no unet entry": (_drop_unet_entry, "missing entries: unet"),
+    "no unet folder": (lambda f: shutil.rmtree(f / "unet"), "whose folders are missing (unet/)"),
+}
+
+
+@pytest.mark.parametrize("damage", list(INDEX_DAMAGE))
+def test_a_damaged_saved_pipeline_is_one_message(tmp_path, capsys, saved_pipeline, damage):
+    folder = tmp_path / "pipeline"
+    shutil.copytree(saved_pipeline, folder)
+    spoil, message = INDEX_DAMAGE[damage]
+    spoil(folder)
+    code, err = run(capsys, *generate(tmp_path, folder))
+    assert code == 2 and err.count("error:") == 1
+    assert message in err and "save_pretrained" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError if damage != "no unet folder" else FileNotFoundError, match=re.escape(message)):
+        load_pipeline(folder)
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "not UTF-8", "a JSON list"])
+def test_the_pipeline_class_checks_the_index_itself(tmp_path, saved_pipeline, damage):
+    from faceclip.pipelines import FaceCLIPStableDiffusionXLPipeline
+
+    folder = tmp_path / "pipeline"
+    shutil.copytree(saved_pipeline, folder)
+    INDEX_DAMAGE[damage][0](folder)
+    expected = {"not JSON": "not valid JSON", "not UTF-8": "not UTF-8 text", "a JSON list": "holds a JSON list"}
+    with pytest.raises(ValueError, match=f"model_index.json: {expected[damage]}.*save_pretrained"):
+        FaceCLIPStableDiffusionXLPipeline.from_pretrained(folder)
