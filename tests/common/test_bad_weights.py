@@ -47,7 +47,9 @@ def released_encoder_weights() -> dict[str, torch.Tensor]:
     encoder = create_encoder("faceclip-tiny", seed=0)
     ours = encoder.state_dict()
     return {
-        key: torch.cat([ours[name] for name, _ in targets]) if len(targets) > 1 else ours[targets[0][0]].clone()
+        key: torch.cat([ours[name] for name, _ in targets])
+        if len(targets) > 1
+        else ours[targets[0][0]].clone()
         for key, targets in released_key_map(dict(encoder.config)).items()
     }
 
@@ -119,13 +121,13 @@ def test_convert_names_the_file_inside_a_released_folder(tmp_path, capsys):
 
 def test_the_reader_raises_a_value_error_naming_the_file(tmp_path):
     bad = write_bad_file(tmp_path / "unet.pt", "text")
-    with pytest.raises(WeightsFileError, match="unet.pt: not a readable PyTorch checkpoint; .* Do this."):
+    with pytest.raises(WeightsFileError, match=r"unet\.pt: not a readable PyTorch checkpoint; .* Do this\."):
         read_state_dict_file(bad, advice="Do this.")
     assert issubclass(WeightsFileError, ValueError)
     with pytest.raises(ValueError, match=r"face_clip_encoder.pt: the file is empty.*" + ENCODER_ADVICE):
         FaceCLIPEncoder.from_official(write_bad_file(tmp_path / "face_clip_encoder.pt", "empty"))
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
-    with pytest.raises(WeightsFileError, match="list.pt: expected a state dict .*found list"):
+    with pytest.raises(WeightsFileError, match=r"list\.pt: expected a state dict .*found list"):
         read_state_dict_file(tmp_path / "list.pt", advice="")
 
 
@@ -135,10 +137,12 @@ def test_the_reader_raises_a_value_error_naming_the_file(tmp_path):
 def test_nonfinite_weights_convert_with_one_warning(tmp_path, capsys, caplog):
     weights = released_encoder_weights()
     floating = sum(tensor.is_floating_point() for tensor in weights.values())
-    nan = {key: torch.full_like(t, float("nan")) if t.is_floating_point() else t for key, t in weights.items()}
+    nan = {
+        key: torch.full_like(t, float("nan")) if t.is_floating_point() else t for key, t in weights.items()
+    }
     torch.save(nan, tmp_path / "nan.pt")
     with caplog.at_level(logging.WARNING, logger="faceclip"):
-        code, err = run(capsys, "convert", "--released", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "o"),
+        code, _ = run(capsys, "convert", "--released", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "o"),
                         "--config", "faceclip-tiny")  # fmt: skip
     assert code == 0 and (tmp_path / "o" / "config.json").is_file()
     warnings = [r.getMessage() for r in caplog.records if "NaN or infinite" in r.getMessage()]
@@ -255,7 +259,10 @@ def _drop_unet_entry(folder: Path) -> None:
 
 INDEX_DAMAGE = {
     "not JSON": (lambda f: (f / "model_index.json").write_text("{not json"), "not a readable pipeline index"),
-    "not UTF-8": (lambda f: (f / "model_index.json").write_bytes(b"\xff\xfe{}"), "not a readable pipeline index"),
+    "not UTF-8": (
+        lambda f: (f / "model_index.json").write_bytes(b"\xff\xfe{}"),
+        "not a readable pipeline index",
+    ),
     "a JSON list": (lambda f: (f / "model_index.json").write_text("[1, 2]"), "holds a JSON list"),
     "no unet entry": (_drop_unet_entry, "missing entries: unet"),
     "no unet folder": (lambda f: shutil.rmtree(f / "unet"), "whose folders are missing (unet/)"),
@@ -272,7 +279,9 @@ def test_a_damaged_saved_pipeline_is_one_message(tmp_path, capsys, saved_pipelin
     assert code == 2 and err.count("error:") == 1
     assert message in err and "save_pretrained" in err
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ValueError if damage != "no unet folder" else FileNotFoundError, match=re.escape(message)):
+    with pytest.raises(
+        ValueError if damage != "no unet folder" else FileNotFoundError, match=re.escape(message)
+    ):
         load_pipeline(folder)
 
 
@@ -283,6 +292,89 @@ def test_the_pipeline_class_checks_the_index_itself(tmp_path, saved_pipeline, da
     folder = tmp_path / "pipeline"
     shutil.copytree(saved_pipeline, folder)
     INDEX_DAMAGE[damage][0](folder)
-    expected = {"not JSON": "not valid JSON", "not UTF-8": "not UTF-8 text", "a JSON list": "holds a JSON list"}
+    expected = {
+        "not JSON": "not valid JSON",
+        "not UTF-8": "not UTF-8 text",
+        "a JSON list": "holds a JSON list",
+    }
     with pytest.raises(ValueError, match=f"model_index.json: {expected[damage]}.*save_pretrained"):
         FaceCLIPStableDiffusionXLPipeline.from_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------------- faceclip train --resume
+
+
+def _save_checkpoint(out: Path, step: int) -> Path:
+    from faceclip.training.checkpoint import TrainingState, capture_rng, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    return save_checkpoint(out, model=dict(model.named_parameters()), optimizer=optimizer.state_dict(),
+                           state=TrainingState(step=step), rng=[capture_rng()], config_yaml="")  # fmt: skip
+
+
+def _truncate(file: Path) -> None:
+    """Cut the last 8 bytes off ``file``, as an interrupted copy or a full disk would."""
+    file.write_bytes(file.read_bytes()[:-8])
+
+
+CHECKPOINT_DAMAGE = {
+    "model.safetensors cut short": (
+        "model.safetensors", _truncate, "not a complete safetensors file (incomplete metadata"),
+    "optimizer.safetensors cut short": (
+        "optimizer.safetensors", _truncate, "not a complete safetensors file (incomplete metadata"),
+    "optimizer.safetensors empty": ("optimizer.safetensors", lambda f: f.write_bytes(b""), "the file is empty"),
+    "training_state.json not JSON": (
+        "training_state.json", lambda f: f.write_text('{"step": 4,'), "not valid JSON"),
+    "training_state.json not UTF-8": (
+        "training_state.json", lambda f: f.write_bytes(b'{"step": "\xff"}'), "not UTF-8 text"),
+    "training_state.json a list": ("training_state.json", lambda f: f.write_text("[4]"), "holds a JSON list"),
+    "training_state.json lacks fields": (
+        "training_state.json", lambda f: f.write_text('{"step": "4"}'),
+        "missing fields: samples_seen, lr_scheduler; fields of the wrong type: step"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", list(CHECKPOINT_DAMAGE))
+def test_a_damaged_checkpoint_names_the_file_and_the_earlier_one(tmp_path, damage):
+    from faceclip.training.checkpoint import CheckpointDamagedError, load_checkpoint
+
+    earlier = _save_checkpoint(tmp_path, 2)
+    latest = _save_checkpoint(tmp_path, 4)
+    name, spoil, problem = CHECKPOINT_DAMAGE[damage]
+    spoil(latest / name)
+    with pytest.raises(CheckpointDamagedError) as caught:
+        load_checkpoint(tmp_path)
+    assert str(caught.value).startswith(f"{latest / name}: {problem}")
+    assert str(caught.value).endswith(
+        f"The checkpoint step-000004 is damaged; resume from the one before it with --resume {earlier}, "
+        "or start over with --overwrite."
+    )
+    assert isinstance(caught.value, ValueError)
+    assert load_checkpoint(earlier).state.step == 2  # the earlier one it points to is whole
+
+
+def test_a_damaged_first_checkpoint_says_to_start_over(tmp_path):
+    from faceclip.training.checkpoint import CheckpointDamagedError, load_checkpoint
+
+    only = _save_checkpoint(tmp_path, 2)
+    _truncate(only / "model.safetensors")
+    with pytest.raises(CheckpointDamagedError, match="no earlier checkpoint to resume from: start over with"):
+        load_checkpoint(only)
+
+
+def test_train_resume_from_a_damaged_checkpoint_is_one_message(tmp_path, capsys):
+    configs = Path(__file__).parents[2] / "src" / "faceclip" / "training" / "configs"
+    out = tmp_path / "run"
+    earlier = _save_checkpoint(out, 2)
+    latest = _save_checkpoint(out, 4)
+    _truncate(latest / "model.safetensors")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, err = run(capsys, "train", "stage1", "--config", str(configs / "stage1_tiny.yaml"), "--data",
+                    "synthetic", "--out", str(out), "--resume", "--set", "run.progress_bar=false")  # fmt: skip
+    assert code == 2 and err.count("error:") == 1
+    assert f"faceclip train: error: {latest / 'model.safetensors'}: not a complete safetensors file" in err
+    assert f"--resume {earlier}" in err and "--overwrite" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written before the refusal

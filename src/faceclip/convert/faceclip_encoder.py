@@ -304,7 +304,8 @@ def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
         )
     logger.info("Loading %s. %s", path, NONCOMMERCIAL_NOTICE)
     state_dict = read_state_dict_file(
-        path, advice=f"Pass the released {RELEASED_FILENAME} (hf download {RELEASED_REPO} {RELEASED_FILENAME})."
+        path,
+        advice=f"Pass the released {RELEASED_FILENAME} (hf download {RELEASED_REPO} {RELEASED_FILENAME}).",
     )
     nonfinite = NonFiniteTensors(path)
     for key, tensor in state_dict.items():

@@ -84,7 +84,8 @@ def load_released_unet_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from faceclip.pipelines.sdxl.family import RELEASED_REPO, RELEASED_UNET_FILE
 
     return read_state_dict_file(
-        path, advice=f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE})."
+        path,
+        advice=f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE}).",
     )
 
 
