@@ -26,7 +26,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "unet.")
 
 
 class UNetConversionError(ValueError):
-    """The state dict does not fit the UNet config (missing, unexpected or mis-shaped keys)."""
+    """The released UNet file cannot be read as a state dict, or it does not fit the UNet config (missing,
+    unexpected or mis-shaped keys)."""
 
 
 def expected_unet_shapes(config: Mapping[str, object]) -> dict[str, torch.Size]:
@@ -77,16 +78,17 @@ def load_released_unet_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a pickled UNet state dict safely (``weights_only=True``, memory-mapped).
 
     Raises:
-        faceclip.hub.WeightsFileError: the file is empty, cut short, not a checkpoint, or holds more than
-            tensors (a ``ValueError``).
+        UNetConversionError: the file is empty, cut short, not a checkpoint, or holds more than tensors (the
+            message names it and how to get the released file).
     """
-    from faceclip.hub import read_state_dict_file
+    from faceclip.hub import WeightsFileError, read_state_dict_file
     from faceclip.pipelines.sdxl.family import RELEASED_REPO, RELEASED_UNET_FILE
 
-    return read_state_dict_file(
-        path,
-        advice=f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE}).",
-    )
+    advice = f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE})."
+    try:
+        return read_state_dict_file(path, advice=advice)
+    except WeightsFileError as err:
+        raise UNetConversionError(str(err)) from err
 
 
 def convert_released_unet(
@@ -109,8 +111,8 @@ def convert_released_unet(
         state_dict: the file's contents when already read (:func:`load_released_unet_file`); else it is read.
 
     Raises:
-        faceclip.hub.WeightsFileError: the file cannot be read as a state dict.
-        UNetConversionError: its keys or shapes do not fit ``config``.
+        UNetConversionError: the file cannot be read as a state dict, or its keys or shapes do not fit
+            ``config``.
     """
     if state_dict is None:
         state_dict = load_released_unet_file(path)
