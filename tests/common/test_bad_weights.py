@@ -153,7 +153,7 @@ def test_nonfinite_weights_convert_with_one_warning(tmp_path, capsys, caplog):
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "one_inf.safetensors")
     with caplog.at_level(logging.WARNING, logger="faceclip"):
         FaceCLIPEncoder.from_official(tmp_path / "one_inf.safetensors", config="faceclip-tiny")
-    assert f"one_inf.safetensors: 1 of {floating} floating-point tensors" in caplog.text
+    assert f"one_inf.safetensors: 1 of {floating} floating-point tensors holds NaN or infinite" in caplog.text
     assert "face_clip_l.logit_scale" in caplog.text
 
 
@@ -378,3 +378,38 @@ def test_train_resume_from_a_damaged_checkpoint_is_one_message(tmp_path, capsys)
     assert f"faceclip train: error: {latest / 'model.safetensors'}: not a complete safetensors file" in err
     assert f"--resume {earlier}" in err and "--overwrite" in err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written before the refusal
+
+
+def test_the_streaming_facet5_converter_checks_each_tensor_once(tmp_path, caplog, monkeypatch):
+    from faceclip.convert import finite
+    from faceclip.convert.facet5_encoder import released_key_map as facet5_key_map
+    from faceclip.convert.facet5_files import convert_facet5_encoder
+    from faceclip.models.facet5_encoder import create_facet5_encoder
+
+    encoder = create_facet5_encoder("facet5-tiny", seed=0)
+    ours = encoder.state_dict()
+    released = {}
+    for key, (target, rows) in facet5_key_map(dict(encoder.config)).items():
+        tensor = ours[target].clone()
+        released[key] = (
+            tensor
+            if rows is None
+            else torch.cat([torch.zeros(2 * tensor.shape[0], *tensor.shape[1:]), tensor])
+        )
+    names = sorted(released)[:2]
+    for name in names:
+        released[name][0] = float("inf")
+    torch.save(released, tmp_path / "face_t5_encoder.pt")
+    checked = []
+    monkeypatch.setattr(
+        finite, "is_all_finite", lambda t, check=finite.is_all_finite: checked.append(t) or check(t)
+    )
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        convert_facet5_encoder(tmp_path / "face_t5_encoder.pt", tmp_path / "out", config="facet5-tiny",
+                               max_shard_bytes=2 << 20)  # fmt: skip
+    assert len(checked) == len(released)  # every used tensor once, as it was written, over several shards
+    assert (
+        f"face_t5_encoder.pt: 2 of {len(released)} floating-point tensors hold NaN or infinite" in caplog.text
+    )
+    assert names[0] in caplog.text and (tmp_path / "out" / "config.json").is_file()
+    assert (tmp_path / "out" / "diffusion_pytorch_model.safetensors.index.json").is_file()  # several shards

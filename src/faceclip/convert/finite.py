@@ -53,8 +53,8 @@ class NonFiniteTensors:
         if self.names:
             shown = ", ".join(self.names[:5]) + (", ..." if len(self.names) > 5 else "")
             logger.warning(
-                "%s: %d of %d floating-point tensors hold NaN or infinite values (%s); images made with these "
+                "%s: %d of %d floating-point tensors %s NaN or infinite values (%s); images made with these "
                 "weights will be black or noise. Download the file again, or check the training run that wrote it.",
-                self.source, len(self.names), self.checked, shown,
+                self.source, len(self.names), self.checked, "holds" if len(self.names) == 1 else "hold", shown,
             )  # fmt: skip
         return len(self.names)
