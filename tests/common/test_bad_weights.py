@@ -241,6 +241,29 @@ def test_load_pipeline_raises_a_value_error_naming_the_bad_released_file(tmp_pat
         load_pipeline(model, base_model=sdxl)
 
 
+def test_a_bad_sdxl_config_is_named_before_converting(tmp_path, released):
+    model, sdxl = released
+    (sdxl / "scheduler" / "scheduler_config.json").write_text("[]")
+    with pytest.raises(
+        ValueError, match=r"scheduler_config\.json: not a readable JSON config; download it again"
+    ):
+        load_pipeline(model, base_model=sdxl)
+    assert not (tmp_path / "cache").exists()  # refused before converting
+
+
+def test_a_damaged_conversion_record_converts_again(tmp_path, released, caplog):
+    model, sdxl = released
+    from faceclip.pipelines.sdxl.loading import CONVERSION_RECORD, converted_dir, load_released_components
+
+    load_released_components(model, sdxl, encoder_config="faceclip-tiny")
+    record = converted_dir(model, tmp_path / "cache") / CONVERSION_RECORD
+    record.write_bytes(b"\xff not json")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        load_released_components(model, sdxl, encoder_config="faceclip-tiny")
+    assert f"{record} is damaged; converting again" in caplog.text
+    assert json.loads(record.read_text())["source"] == str(model)
+
+
 @pytest.fixture(scope="module")
 def saved_pipeline(tmp_path_factory) -> Path:
     """A tiny pipeline saved in our layout (copied, then damaged, by each test)."""
