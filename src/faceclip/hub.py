@@ -254,7 +254,7 @@ def _load_mapped_or_whole(path: Path, advice: str, allow_legacy: bool):
             raise
     if not allow_legacy:
         raise WeightsFileError(
-            f"{path}: not in torch's zip format, so it cannot be memory-mapped; it is in the legacy "
-            f"(pre-zip) format, cut short or another kind of file. {advice}"
+            f"{path}: not a tensor checkpoint that can be memory-mapped: it is not in torch's zip format (it is "
+            f"in the legacy pre-zip format, cut short, or another kind of file). {advice}"
         )
     return torch.load(path, map_location="cpu", weights_only=True)

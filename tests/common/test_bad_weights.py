@@ -436,3 +436,26 @@ def test_the_streaming_facet5_converter_checks_each_tensor_once(tmp_path, caplog
     )
     assert names[0] in caplog.text and (tmp_path / "out" / "config.json").is_file()
     assert (tmp_path / "out" / "diffusion_pytorch_model.safetensors.index.json").is_file()  # several shards
+
+
+def test_the_flux_transformer_converter_names_bad_and_nonfinite_files(tmp_path, capsys, caplog):
+    from faceclip.convert.flux_transformer import convert_released_transformer
+    from faceclip.pipelines.flux.tiny import build_tiny_components as build_tiny_flux
+
+    transformer = build_tiny_flux()["transformer"]
+    config, weights = dict(transformer.config), transformer.state_dict()
+    bad = write_bad_file(tmp_path / "dit.pt", "unsafe pickle")
+    with pytest.raises(
+        WeightsFileError, match=r"dit\.pt: the pickle holds .*\(hf download ByteDance/FaceCLIP model/dit\.pt"
+    ):
+        convert_released_transformer(bad, config, tmp_path / "never")
+    weights["proj_out.weight"] = torch.full_like(weights["proj_out.weight"], float("nan"))
+    torch.save(weights, tmp_path / "nan.pt")
+    with caplog.at_level(logging.WARNING, logger="faceclip"):
+        convert_released_transformer(tmp_path / "nan.pt", config, tmp_path / "out", max_shard_bytes=20_000)
+    floating = sum(tensor.is_floating_point() for tensor in weights.values())
+    assert (
+        f"nan.pt: 1 of {floating} floating-point tensors holds NaN or infinite values (proj_out.weight)"
+        in caplog.text
+    )
+    assert not (tmp_path / "never").exists() and (tmp_path / "out" / "config.json").is_file()

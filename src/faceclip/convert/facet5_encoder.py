@@ -35,7 +35,6 @@ from faceclip.convert.faceclip_encoder import CheckpointKeyError
 
 logger = logging.getLogger(__name__)
 
-RELEASED_REPO = "ByteDance/FaceCLIP"
 RELEASED_FILENAME = "model/face_t5_encoder.pt"
 RELEASED_TOKENIZER_FOLDER = "model/tokenizer"
 LICENSE_NOTICE = (
@@ -324,6 +323,7 @@ def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
             or holds more than tensors (a ``ValueError``).
     """
     from faceclip.hub import read_state_dict_file
+    from faceclip.pipelines.flux.family import RELEASED_REPO
 
     path = resolve_released_file(source)
     logger.warning("Loading %s. %s", path, LICENSE_NOTICE)
