@@ -139,10 +139,16 @@ def _resolve_folder(folder: Path, text: str, wanted: ModelFamily | None) -> Mode
 
 
 def _family_of_index(index: Path) -> ModelFamily:
+    fix = "pass a folder written by save_pretrained, or save the pipeline again"
     try:
-        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
-        raise ModelArgumentError(f"{index}: not a readable pipeline index ({err}).") from None
+        contents = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelArgumentError(f"{index}: not a readable pipeline index ({err}); {fix}.") from None
+    if not isinstance(contents, dict):
+        raise ModelArgumentError(
+            f"{index}: holds a JSON {type(contents).__name__}, not a pipeline index (an object); {fix}."
+        )
+    class_name = contents.get("_class_name")
     if isinstance(class_name, list):  # ["module", "ClassName"]: a pipeline class that lives outside diffusers
         class_name = class_name[-1]
     for family in FAMILIES:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from faceclip.convert.faceclip_encoder import CheckpointKeyError
 from faceclip.convert.facet5_files import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, _plan_shards, write_safetensors
+from faceclip.convert.finite import NonFiniteTensors
 
 logger = logging.getLogger(__name__)
 
@@ -30,24 +30,22 @@ def load_transformer_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
     """Memory-map ``dit.pt`` (``torch.load(weights_only=True, mmap=True)``: never executing code).
 
     Raises:
-        ValueError: the file is not a zip-format state dict of tensors.
+        faceclip.hub.WeightsFileError: the file is empty, cut short, not a zip-format state dict of tensors, or
+            holds more than tensors (a ``ValueError``; the message names the file and what to do).
     """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as err:
-        raise ValueError(
-            f"{path}: not a tensor checkpoint that can be memory-mapped ({str(err).splitlines()[0]}); only "
-            "zip-format state dicts of tensors are read (weights_only=True), never code."
-        ) from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}.")
+    from faceclip.hub import read_state_dict_file
+    from faceclip.pipelines.flux.family import RELEASED_REPO, RELEASED_TRANSFORMER_FILE
+
+    released = f"{RELEASED_REPO} {RELEASED_TRANSFORMER_FILE}"
+    obj = read_state_dict_file(
+        path,
+        advice=f"Pass the released {RELEASED_TRANSFORMER_FILE} (hf download {released}).",
+        allow_legacy=False,
+    )
     for prefix in PREFIXES:
         if obj and all(key.startswith(prefix) for key in obj):
             obj = {key.removeprefix(prefix): value for key, value in obj.items()}
-    return dict(obj)
+    return obj
 
 
 def expected_transformer_layout(config: Mapping) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -97,8 +95,10 @@ def convert_released_transformer(
         torch_dtype: cast floating weights; ``None`` keeps the file's (bf16).
         max_shard_bytes: the size above which a new shard starts.
 
+    Tensors holding NaN or infinity are counted as they pass, in one warning naming the file.
+
     Raises:
-        ValueError: the file is not a tensor checkpoint.
+        faceclip.hub.WeightsFileError: the file is not a tensor checkpoint (a ``ValueError``).
         CheckpointKeyError: keys or shapes do not match the architecture.
     """
     from faceclip.outputs import atomic_path
@@ -123,8 +123,9 @@ def convert_released_transformer(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         _save_config(tmp, config)
+        nonfinite = NonFiniteTensors(path)
         for name, shard in zip(names, shards, strict=True):
-            write_safetensors(tmp / name, _shard_tensors(path, shard), shard)
+            write_safetensors(tmp / name, _shard_tensors(path, shard, nonfinite), shard)
         if len(shards) > 1:
             total = sum(torch.Size(shape).numel() * dtype.itemsize for _key, shape, dtype in layout)
             weight_map = {
@@ -133,6 +134,7 @@ def convert_released_transformer(
             (tmp / WEIGHTS_INDEX_NAME).write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
             )
+    nonfinite.warn()
     logger.info("Converted %s -> %s (%d shards).", path, out_dir, len(shards))
     return Path(out_dir)
 
@@ -148,11 +150,14 @@ def _save_config(folder: Path, config: Mapping) -> None:
     (folder / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _shard_tensors(path: Path, shard: list[tuple]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Map the file afresh and yield the shard's tensors in order; the mapping is released afterwards."""
+def _shard_tensors(
+    path: Path, shard: list[tuple], nonfinite: NonFiniteTensors
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Map the file afresh and yield the shard's tensors in order, each counted by ``nonfinite`` as it passes;
+    the mapping is released afterwards."""
     released = load_transformer_state_dict(path)
     try:
         for name, _shape, dtype in shard:
-            yield name, released[name].to(dtype)
+            yield name, nonfinite.check(name, released[name]).to(dtype)
     finally:
         released.clear()

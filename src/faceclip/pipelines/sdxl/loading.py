@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from faceclip.convert.sdxl_unet import convert_released_unet
+from faceclip.convert.sdxl_unet import convert_released_unet, load_released_unet_file
 from faceclip.hub import WeightsNotFoundError, hub_unreachable_reason, is_offline, resolve_file
 from faceclip.model_family import ModelSource, SourceKind
 from faceclip.models import FaceCLIPEncoder, create_encoder
@@ -193,9 +193,9 @@ def load_released_components(
     if missing:
         raise WeightsNotFoundError(_missing_message(missing))
 
+    scheduler_config = _read_base_config(found["scheduler/scheduler_config.json"])
     if needs_conversion:
         _convert(model, found, target, encoder_config)
-    scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
     scheduler_cls = getattr(
         diffusers, scheduler_config.get("_class_name", ""), diffusers.EulerDiscreteScheduler
     )
@@ -209,6 +209,20 @@ def load_released_components(
             target / "faceclip_encoder", torch_dtype=torch_dtype
         ),
     }
+
+
+def _read_base_config(path: Path) -> dict:
+    """A config file of the base model (a UTF-8 JSON object), or a ValueError naming it."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        config = None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path}: not a readable JSON config; download it again (it is part of {SDXL_BASE}), or pass "
+            "another copy of SDXL base with --base-model."
+        )
+    return config
 
 
 def _probe(source, filename: str, what: str, found: dict[str, Path], missing: list[_Missing]) -> None:
@@ -292,10 +306,16 @@ def _conversion_outdated(target: Path, model: str | os.PathLike) -> bool:
     record_path = target / CONVERSION_RECORD
     if not record_path.is_file():
         return True
-    record = json.loads(record_path.read_text())
+    try:
+        files = json.loads(record_path.read_text(encoding="utf-8"))["files"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict):
+        logger.warning("%s is damaged; converting again", record_path)
+        return True
     for filename in (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE):
         current = _current_file(model, filename)
-        if current is not None and _fingerprint(current) != record["files"].get(filename):
+        if current is not None and _fingerprint(current) != files.get(filename):
             logger.info("%s changed since it was converted; converting again", current)
             return True
     return False
@@ -312,11 +332,16 @@ def _convert(
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("converting the released FaceCLIP-SDXL weights to safetensors in %s (once)", target)
     try:
+        # Every input is read (weights memory-mapped) before anything is converted, so a bad one fails first.
+        unet_config = _read_base_config(found["unet/config.json"])
+        unet_weights = load_released_unet_file(found[RELEASED_UNET_FILE])
         encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE], config=encoder_config)
         encoder.save_pretrained(staging / "faceclip_encoder")
         del encoder
-        unet_config = json.loads(found["unet/config.json"].read_text())
-        convert_released_unet(found[RELEASED_UNET_FILE], unet_config, staging / "unet")
+        convert_released_unet(
+            found[RELEASED_UNET_FILE], unet_config, staging / "unet", state_dict=unet_weights
+        )
+        del unet_weights
         record = {
             "source": str(model),
             "files": {
