@@ -255,7 +255,8 @@ def test_a_bad_sdxl_config_is_named_before_converting(tmp_path, released):
 
 def test_a_damaged_conversion_record_converts_again(tmp_path, released, caplog):
     model, sdxl = released
-    from faceclip.pipelines.sdxl.loading import CONVERSION_RECORD, converted_dir, load_released_components
+    from faceclip.pipelines.released_files import CONVERSION_RECORD, converted_dir
+    from faceclip.pipelines.sdxl.loading import load_released_components
 
     load_released_components(model, sdxl, encoder_config="faceclip-tiny")
     record = converted_dir(model, tmp_path / "cache") / CONVERSION_RECORD

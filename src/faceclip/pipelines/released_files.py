@@ -51,6 +51,16 @@ def converted_dir(
     )
 
 
+@dataclass(frozen=True)
+class MissingFile:
+    """A file that was looked for and not found: what it is, in which source, under which name(s), and where."""
+
+    what: str
+    source: str
+    filenames: tuple[str, ...]
+    where: str
+
+
 @dataclass
 class FileSearch:
     """Looks up the files a family needs from several sources and collects what is missing, to report it all
@@ -59,18 +69,33 @@ class FileSearch:
     title: str
     """The family's name, for the message (``FaceT5-FLUX``)."""
     found: dict[str, Path] = field(default_factory=dict)
-    missing: list[tuple[str, str, str, str]] = field(default_factory=list)
-    """(what, source, filename, where it was looked for)."""
+    missing: list[MissingFile] = field(default_factory=list)
 
     def find(self, source: str | os.PathLike, filename: str, what: str) -> Path | None:
         """The file ``filename`` of ``source`` (a folder or hub repo), or ``None`` (then recorded as missing)."""
+        missing = self._look(source, filename, what)
+        if missing is not None:
+            self.missing.append(missing)
+        return self.found.get(filename)
+
+    def find_first(self, source: str | os.PathLike, filenames: Sequence[str], what: str) -> str | None:
+        """The first of ``filenames`` that ``source`` has (its name), or ``None`` (recorded as missing)."""
+        tried = [self._look(source, name, what) for name in filenames if not self.found.get(name)]
+        for name in filenames:
+            if name in self.found:
+                return name
+        self.missing.append(
+            MissingFile(f"{what} (either file)", str(source), tuple(filenames), tried[0].where)
+        )
+        return None
+
+    def _look(self, source, filename: str, what: str) -> MissingFile | None:
         try:
             self.found[filename] = resolve_file(source, filename, what=what)
         except WeightsNotFoundError as err:
             where = next((line for line in str(err).splitlines() if line.startswith("Looked in:")), "")
-            self.missing.append((what, str(source), filename, where.removeprefix("Looked in: ").rstrip(".")))
-            return None
-        return self.found[filename]
+            return MissingFile(what, str(source), (filename,), where.removeprefix("Looked in: ").rstrip("."))
+        return None
 
     def raise_if_missing(self, local_folders_hint: str) -> None:
         """Raise one :class:`WeightsNotFoundError` listing every missing file and how to get it.
@@ -81,11 +106,11 @@ class FileSearch:
         if not self.missing:
             return
         lines = [f"{self.title} cannot be loaded: {len(self.missing)} required file(s) not found."]
-        lines += [f"  - {what}: {name} (looked in {where})" for what, _source, name, where in self.missing]
+        lines += [f"  - {m.what}: {' or '.join(m.filenames)} (looked in {m.where})" for m in self.missing]
         lines.append("To fix this, download them while online:")
         by_source: dict[str, list[str]] = {}
-        for _what, source, name, _where in self.missing:
-            by_source.setdefault(source, []).append(name)
+        for item in self.missing:
+            by_source.setdefault(item.source, []).append(item.filenames[0])
         for source, names in by_source.items():
             if Path(source).expanduser().exists():
                 lines.append(f"    put {' '.join(names)} inside {source}")
@@ -100,6 +125,17 @@ class FileSearch:
                 "searched instead; check the network connection, or set HF_HUB_OFFLINE=1 to skip the hub."
             )
         raise WeightsNotFoundError("\n".join(lines))
+
+
+def read_config(path: Path, fix: str) -> dict:
+    """A JSON config file (a UTF-8 JSON object), or a ValueError naming it and saying ``fix``."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        config = None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a readable JSON config; {fix}")
+    return config
 
 
 def _current_file(model: str | os.PathLike, filename: str) -> Path | None:
@@ -127,13 +163,15 @@ def conversion_outdated(target: Path, model: str | os.PathLike, filenames: Seque
     if not record_path.is_file():
         return True
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        files = json.loads(record_path.read_text(encoding="utf-8"))["files"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict):
         logger.warning("%s is damaged; converting again", record_path)
         return True
     for filename in filenames:
         current = _current_file(model, filename)
-        if current is not None and fingerprint(current) != record.get("files", {}).get(filename):
+        if current is not None and fingerprint(current) != files.get(filename):
             logger.info("%s changed since it was converted; converting again", current)
             return True
     return False

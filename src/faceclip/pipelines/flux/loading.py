@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -36,6 +35,7 @@ from faceclip.pipelines.released_files import (
     conversion_folder,
     conversion_outdated,
     converted_dir,
+    read_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def load_released_components(
     found = search.found
     if needs_conversion:
         _convert(model, found, target, encoder_config or RELEASED_ENCODER_CONFIG)
-    scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
+    scheduler_config = _read_base_config(found["scheduler/scheduler_config.json"])
     return {
         "scheduler": FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
         "vae": AutoencoderKL.from_pretrained(found["vae/config.json"].parent, torch_dtype=torch_dtype),
@@ -147,6 +147,14 @@ def load_released_components(
         ),
         "tokenizer_2": _load_tokenizer(model, tokenizer),
     }
+
+
+def _read_base_config(path: Path) -> dict:
+    """A config file of FLUX.1-dev, or a ValueError naming it."""
+    return read_config(
+        path,
+        f"download it again (it is part of {FLUX_BASE}), or pass another copy of FLUX.1-dev with --base-model.",
+    )
 
 
 def _load_tokenizer(model: str | os.PathLike, tokenizer_json: Path):
@@ -176,7 +184,7 @@ def _convert(
         convert_facet5_encoder(
             found[RELEASED_ENCODER_FILE], staging / "faceclip_encoder", config=encoder_config
         )
-        transformer_config = json.loads(found["transformer/config.json"].read_text())
+        transformer_config = _read_base_config(found["transformer/config.json"])
         convert_released_transformer(
             found[RELEASED_TRANSFORMER_FILE], transformer_config, staging / "transformer"
         )

@@ -428,7 +428,9 @@ class FaceCLIPStableDiffusionXLPipeline(
         elif pooled_prompt_embeds is None:
             raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
         if do_classifier_free_guidance and negative_prompt_embeds is None:
-            negatives = negative_prompts_for(negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt)
+            negatives = negative_prompts_for(
+                negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt
+            )
             negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
                 negatives, device
             )
