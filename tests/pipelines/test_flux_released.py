@@ -134,3 +134,64 @@ def test_dit_conversion_refuses_what_is_not_a_state_dict(tmp_path):
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a tensor checkpoint"):
         convert_released_transformer(tmp_path / "text.pt", {}, tmp_path / "out")
+
+
+def test_convert_command_writes_each_flux_file_and_both(tiny, tmp_path, capsys):
+    from diffusers import FluxTransformer2DModel
+
+    from faceclip.cli import main
+    from faceclip.models.facet5_encoder import FaceT5Encoder
+
+    model = write_released(tmp_path / "released", tiny)
+    encoder_file, dit_file = model / "model" / "face_t5_encoder.pt", model / "model" / "dit.pt"
+    base = write_base(tmp_path / "base", tiny)
+    assert (
+        main(
+            [
+                "convert",
+                "--released",
+                str(encoder_file),
+                "--config",
+                "facet5-tiny",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
+    assert "FLUX.1 [dev] Non-Commercial License" in capsys.readouterr().err
+    loaded = FaceT5Encoder.from_pretrained(tmp_path / "e")
+    for key, value in tiny["faceclip_encoder"].state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert (
+        main(
+            ["convert", "--released", str(dit_file), "--base-model", str(base), "--out", str(tmp_path / "t")]
+        )
+        == 0
+    )
+    transformer = FluxTransformer2DModel.from_pretrained(tmp_path / "t")
+    assert all(
+        torch.equal(v, tiny["transformer"].state_dict()[k]) for k, v in transformer.state_dict().items()
+    )
+    both = ["convert", "--released", str(model), "--family", "facet5-flux", "--config", "facet5-tiny",
+            "--base-model", str(base), "--out", str(tmp_path / "both")]  # fmt: skip
+    assert main(both) == 0
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["faceclip_encoder", "transformer"]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "message"),
+    [
+        ("weights.pt", ["--family", "facet5-flux"], "not a released file name"),
+        ("dit.pt", ["--family", "faceclip-sdxl"], "is a facet5-flux file, not faceclip-sdxl"),
+        ("dit.pt", [], "Pass the released model/dit.pt"),
+    ],
+)
+def test_convert_command_refuses_what_it_cannot_convert(tmp_path, capsys, name, extra, message):
+    from faceclip.cli import main
+
+    (tmp_path / name).write_text("not weights")
+    assert main(["convert", "--released", str(tmp_path / name), "--out", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,69 +1,195 @@
-"""`faceclip convert`: released ``face_clip_encoder.pt`` -> our safetensors encoder folder."""
+"""`faceclip convert`: the released pickles -> our safetensors folders, for both families.
+
+    faceclip convert --released model/face_clip_encoder.pt --out enc      # FaceCLIP-SDXL encoder
+    faceclip convert --released model/face_t5_encoder.pt --out enc        # FaceT5 encoder (streamed)
+    faceclip convert --released model/dit.pt --out transformer            # FaceT5-FLUX transformer (streamed)
+    faceclip convert --released ByteDance/FaceCLIP --family facet5-flux --out facet5   # both FLUX files
+
+``faceclip generate`` and the other commands convert on first use by themselves (into the cache); this command
+is for keeping the converted folders elsewhere or loading them with ``from_pretrained``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from faceclip.cli._errors import CommandError
+
+FILE_KINDS = {
+    "face_clip_encoder": "faceclip-sdxl encoder",
+    "face_t5_encoder": "facet5-flux encoder",
+    "dit": "facet5-flux transformer",
+}
+"""Released file stems and what they hold."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert the released FaceCLIP encoder weights to a safetensors folder",
+        help="convert released weights (.pt pickles) to safetensors folders",
         description=(
-            "Convert the released FaceCLIP encoder (model/face_clip_encoder.pt of ByteDance/FaceCLIP, "
-            "CC-BY-NC-4.0) to a folder with config.json and safetensors weights, loadable with "
-            "FaceCLIPEncoder.from_pretrained(DIR). The pickle is read with weights_only=True."
+            "Convert released weights of ByteDance/FaceCLIP (CC-BY-NC-4.0; FaceT5-FLUX also falls under FLUX.1-dev's "
+            "non-commercial licence) to folders with config.json and safetensors weights: "
+            "face_clip_encoder.pt -> FaceCLIPEncoder.from_pretrained(DIR), face_t5_encoder.pt -> "
+            "FaceT5Encoder.from_pretrained(DIR), dit.pt -> FluxTransformer2DModel.from_pretrained(DIR). Pickles are "
+            "read with weights_only=True; the FLUX files are streamed (about 5 GB of RAM whatever their size)."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--released",
         metavar="PATH",
-        help="face_clip_encoder.pt or .safetensors file, a folder holding model/face_clip_encoder.pt, or a hub id",
+        help="a released file (face_clip_encoder.pt/.safetensors, face_t5_encoder.pt, dit.pt), or a folder / hub id "
+        "holding model/*.pt (then --family picks which files)",
     )
     source.add_argument("--official", dest="released", metavar="PATH", help=argparse.SUPPRESS)  # older name
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must not exist)")
     parser.add_argument(
+        "--family",
+        choices=("faceclip-sdxl", "facet5-flux"),
+        default=None,
+        help="for a folder or hub id: faceclip-sdxl (default; the encoder) or facet5-flux (the encoder into "
+        "DIR/faceclip_encoder and the transformer into DIR/transformer)",
+    )
+    parser.add_argument(
         "--config",
-        default="faceclip-sdxl",
-        help="encoder architecture, a packaged config name (default: faceclip-sdxl)",
+        default=None,
+        help="encoder head counts, a packaged config name (default: faceclip-sdxl or facet5-flux by family)",
+    )
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="for dit.pt: FLUX.1-dev (hub id or folder) whose transformer/config.json to use (default: the "
+        "packaged copy of FLUX.1-dev's config)",
     )
     parser.add_argument(
         "--dtype",
-        default="fp32",
+        default=None,
         choices=["fp32", "bf16", "fp16"],
-        help="dtype of the saved weights (default fp32)",
+        help="dtype of the saved weights (default: fp32 for the SDXL encoder, the file's own (bf16) for FLUX)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from faceclip.convert import CheckpointKeyError
-    from faceclip.devices import resolve_dtype
     from faceclip.hub import WeightsFileError, WeightsNotFoundError
-    from faceclip.models import FaceCLIPEncoder
-    from faceclip.outputs import atomic_path
-    from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
 
     out = Path(args.out).expanduser()
     if out.exists():
         raise CommandError(f"--out {out} already exists; choose a new folder.")
+    kind = released_kind(args.released, args.family)
     try:
-        encoder = FaceCLIPEncoder.from_official(
-            args.released, config=args.config, torch_dtype=resolve_dtype(args.dtype)
-        )
+        notice = CONVERTERS[kind](args, out)
     except WeightsFileError as err:  # names the file itself
         raise CommandError(str(err)) from None
-    except (WeightsNotFoundError, CheckpointKeyError, ValueError) as err:
+    except (WeightsNotFoundError, KeyError, ValueError) as err:
         raise CommandError(f"--released {args.released}: {err}") from None
+    print(f"Wrote {out}. {notice}", file=sys.stderr)
+    return 0
+
+
+def released_kind(released: str, family: str | None) -> str:
+    """What ``--released`` holds (a key of :data:`CONVERTERS`), from the released file names."""
+    path = Path(released).expanduser()
+    if path.is_file():
+        kind = FILE_KINDS.get(path.name.split(".")[0])
+        if kind is None and family == "facet5-flux":
+            raise CommandError(
+                f"--released {released}: not a released file name (face_t5_encoder.pt or dit.pt), so which "
+                "FaceT5-FLUX part it holds is unknown; rename it, or pass the folder that holds model/."
+            )
+        kind = kind or "faceclip-sdxl encoder"  # any other file: the SDXL encoder (.pt or .safetensors)
+        if family and not kind.startswith(family):
+            raise CommandError(f"--released {released} is a {kind.split()[0]} file, not {family}.")
+        return kind
+    return "facet5-flux files" if family == "facet5-flux" else "faceclip-sdxl encoder"
+
+
+def _sdxl_encoder(args: argparse.Namespace, out: Path) -> str:
+    from faceclip.devices import resolve_dtype
+    from faceclip.models import FaceCLIPEncoder
+    from faceclip.outputs import atomic_path
+    from faceclip.pipelines.sdxl.family import LICENSE_NOTICE
+
+    dtype = resolve_dtype(args.dtype or "fp32")
+    encoder = FaceCLIPEncoder.from_official(
+        args.released, config=args.config or "faceclip-sdxl", torch_dtype=dtype
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as staging:
         encoder.save_pretrained(staging)
     shared = "one shared face ViT" if encoder.config.share_face_encoder else "two face ViTs"
-    print(f"Wrote {out} ({shared}). {NONCOMMERCIAL_NOTICE}", file=sys.stderr)
-    return 0
+    return f"({shared}) {LICENSE_NOTICE}"
+
+
+def _facet5_encoder(args: argparse.Namespace, out: Path, source: str | None = None) -> str:
+    from faceclip.convert.facet5_files import convert_facet5_encoder
+    from faceclip.pipelines.flux.family import LICENSE_NOTICE
+
+    dtype = _flux_dtype(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convert_facet5_encoder(
+        source or args.released, out, config=args.config or "facet5-flux", torch_dtype=dtype
+    )
+    return LICENSE_NOTICE
+
+
+def _flux_transformer(
+    args: argparse.Namespace, out: Path, source: str | None = None, config: dict | None = None
+) -> str:
+    from faceclip.convert.flux_transformer import convert_released_transformer
+    from faceclip.pipelines.flux.family import LICENSE_NOTICE
+
+    config = config or _transformer_config(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convert_released_transformer(source or args.released, config, out, torch_dtype=_flux_dtype(args))
+    return LICENSE_NOTICE
+
+
+def _flux_files(args: argparse.Namespace, out: Path) -> str:
+    """Both FaceT5-FLUX files of a folder or hub repo: ``out/faceclip_encoder`` and ``out/transformer``."""
+    from faceclip.hub import resolve_file
+    from faceclip.outputs import atomic_path
+    from faceclip.pipelines.flux.family import RELEASED_ENCODER_FILE, RELEASED_TRANSFORMER_FILE
+
+    encoder = resolve_file(args.released, RELEASED_ENCODER_FILE, what="the FaceT5 encoder weights")
+    transformer = resolve_file(args.released, RELEASED_TRANSFORMER_FILE, what="the FaceT5-FLUX transformer")
+    config = _transformer_config(args)  # read before the long conversion starts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as staging:
+        staging.mkdir()
+        _facet5_encoder(args, staging / "faceclip_encoder", str(encoder))
+        return _flux_transformer(args, staging / "transformer", str(transformer), config)
+
+
+def _transformer_config(args: argparse.Namespace) -> dict:
+    """The transformer config: from ``--base-model``'s ``transformer/config.json``, else the packaged one."""
+    if args.base_model is None:
+        from faceclip.pipelines.flux.architectures import architecture_config
+
+        return architecture_config("flux_transformer")
+    from faceclip.hub import resolve_file
+    from faceclip.pipelines.released_files import read_config
+
+    path = resolve_file(args.base_model, "transformer/config.json", what="the FLUX.1-dev transformer config")
+    return read_config(
+        path, "pass a copy of FLUX.1-dev with --base-model, or leave it out for the packaged config."
+    )
+
+
+def _flux_dtype(args: argparse.Namespace):
+    from faceclip.devices import resolve_dtype
+
+    return resolve_dtype(args.dtype) if args.dtype else None
+
+
+CONVERTERS = {
+    "faceclip-sdxl encoder": _sdxl_encoder,
+    "facet5-flux encoder": _facet5_encoder,
+    "facet5-flux transformer": _flux_transformer,
+    "facet5-flux files": _flux_files,
+}
+"""What each kind of ``--released`` is converted by; each returns the licence line to print."""

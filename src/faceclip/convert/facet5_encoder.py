@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from faceclip.convert.faceclip_encoder import CheckpointKeyError
+from faceclip.pipelines.flux.family import (
+    LICENSE_NOTICE,
+    RELEASED_ENCODER_FILE,
+    RELEASED_TOKENIZER_FOLDER,
+)
 
 logger = logging.getLogger(__name__)
 
-RELEASED_FILENAME = "model/face_t5_encoder.pt"
-RELEASED_TOKENIZER_FOLDER = "model/tokenizer"
-LICENSE_NOTICE = (
-    "FaceT5-FLUX weights (ByteDance/FaceCLIP): CC-BY-NC-4.0, non-commercial use only; the FLUX.1-dev "
-    "transformer they fine-tune is under the FLUX.1 [dev] Non-Commercial License."
-)
+RELEASED_FILENAME = RELEASED_ENCODER_FILE
 
 DEAD_KEYS = (
     "encoder_2.face_pos_proj.weight",
