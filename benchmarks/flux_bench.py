@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers.utils import logging as diffusers_logging
 from pipeline_bench import build, clip_tokenizer, peak_memory_gib, synchronize, timed
 
 from faceclip.models.facet5_encoder import FaceT5Encoder, facet5_config
@@ -39,7 +40,9 @@ PROMPT = "a woman wearing a blue denim shirt and khaki pants, on a rocky desert 
 MODES = ("resident", "model_offload", "sequential_offload", "group_offload", "vae_tiling", "int8", "nf4")
 
 
-def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str) -> tuple[FluxPipeline, FaceT5FluxPipeline]:
+def build_pipelines(
+    device: torch.device, dtype: torch.dtype, arch: str
+) -> tuple[FluxPipeline, FaceT5FluxPipeline]:
     """Stock FLUX and FaceT5-FLUX sharing transformer, VAE and scheduler, and FLUX's two text encoders."""
     if arch == "tiny":
         parts = build_tiny_components()
@@ -52,7 +55,9 @@ def build_pipelines(device: torch.device, dtype: torch.dtype, arch: str) -> tupl
             "scheduler": FlowMatchEulerDiscreteScheduler.from_config(architecture_config("flux_scheduler")),
             "vae": build(lambda: AutoencoderKL.from_config(architecture_config("flux_vae")), device, dtype),
             "transformer": build(
-                lambda: FluxTransformer2DModel.from_config(architecture_config("flux_transformer")), device, dtype
+                lambda: FluxTransformer2DModel.from_config(architecture_config("flux_transformer")),
+                device,
+                dtype,
             ),
             "faceclip_encoder": encoder,
             "tokenizer_2": build_tiny_t5_tokenizer(),  # no T5 vocabulary offline; the compute is the same
@@ -123,7 +128,9 @@ def _quantize(pipe: FaceT5FluxPipeline, mode: str, device: torch.device) -> bool
     config = (
         TorchAoConfig("int8_weight_only")
         if mode == "int8"
-        else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
     )
     with tempfile.TemporaryDirectory() as folder:
         pipe.transformer.save_pretrained(folder)
@@ -138,7 +145,11 @@ def measure(run: Callable[[int], None], device: torch.device, steps: int, warmup
     memory = peak_memory_gib(run, device, warmup)  # also the warm-up call
     times = [timed(run, device, steps) for _ in range(repeats)]
     key = "peak_gpu_gib" if device.type == "cuda" else "peak_process_rss_gib"
-    return {"median_s_per_image": statistics.median(times), "runs_s": [round(t, 3) for t in times], key: memory}
+    return {
+        "median_s_per_image": statistics.median(times),
+        "runs_s": [round(t, 3) for t in times],
+        key: memory,
+    }
 
 
 def parse_args(argv: list[str] | None, defaults: dict) -> argparse.Namespace:
@@ -159,10 +170,17 @@ def parse_args(argv: list[str] | None, defaults: dict) -> argparse.Namespace:
 def main(argv: list[str] | None, defaults: dict) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     warnings.filterwarnings("ignore", message="invalid value encountered in cast")  # random weights -> NaNs
+    diffusers_logging.set_verbosity_error()  # stock FLUX logs every truncated prompt, on every call
+    logging.getLogger("faceclip").setLevel(logging.ERROR)
     args = parse_args(argv, defaults)
-    device, dtype = torch.device(args.device), {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    device, dtype = (
+        torch.device(args.device),
+        {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype],
+    )
     torch.manual_seed(0)
-    stock, facet5 = build_pipelines(torch.device("cpu") if device.type != "cuda" else device, dtype, args.arch)
+    stock, facet5 = build_pipelines(
+        torch.device("cpu") if device.type != "cuda" else device, dtype, args.arch
+    )
     face = torch.rand(1, 3, 448, 448, generator=torch.Generator().manual_seed(0))
     length = facet5.max_sequence_length
     results = {
@@ -184,14 +202,22 @@ def main(argv: list[str] | None, defaults: dict) -> int:
             results["settings"][f"{name}/{steps}"] = {"median_s_per_image": statistics.median(times[name]),
                                                      "runs_s": [round(t, 3) for t in times[name]], "memory_gib": memory[name]}  # fmt: skip
         base = results["settings"][f"stock_flux/{steps}"]["median_s_per_image"]
-        results[f"ratio_facet5_over_stock/{steps}"] = results["settings"][f"facet5_flux/{steps}"]["median_s_per_image"] / base
+        results[f"ratio_facet5_over_stock/{steps}"] = (
+            results["settings"][f"facet5_flux/{steps}"]["median_s_per_image"] / base
+        )
         stock.to("cpu")
         for mode in (m for m in args.modes if m != "resident"):
-            _, fresh = build_pipelines(torch.device("cpu"), dtype, args.arch) if args.arch == "tiny" else (None, facet5)
+            _, fresh = (
+                build_pipelines(torch.device("cpu"), dtype, args.arch)
+                if args.arch == "tiny"
+                else (None, facet5)
+            )
             if not enter_mode(fresh, mode, device):
                 continue
             run = runners(stock, fresh, face, args.size, args.true_cfg, length)["facet5_flux"]
-            results["settings"][f"facet5_flux+{mode}/{steps}"] = measure(run, device, steps, args.warmup_steps, args.repeats)
+            results["settings"][f"facet5_flux+{mode}/{steps}"] = measure(
+                run, device, steps, args.warmup_steps, args.repeats
+            )
             fresh.remove_all_hooks()
             synchronize(device)
     print_table(results)

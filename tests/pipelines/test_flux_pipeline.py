@@ -191,3 +191,19 @@ def test_vae_tiling_and_group_offloading_run_on_the_cpu(pipe, face):
     np.testing.assert_allclose(
         generate(pipe, face_image=face, prompt="a", true_cfg_scale=1), reference, atol=1e-6
     )
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_on_tiny_components(tmp_path):
+    """The FLUX benchmark's code path (both pipelines, every CPU mode, JSON), at one step."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "flux_cpu.py"
+    args = ["--size", "32", "--steps", "1", "--repeats", "1", "--json", str(tmp_path / "r.json")]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=300)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert {"stock_flux/1", "facet5_flux/1", "facet5_flux+group_offload/1"} <= set(results["settings"])
+    assert results["ratio_facet5_over_stock/1"] > 0
