@@ -125,8 +125,10 @@ def _quantize(pipe: FaceT5FluxPipeline, mode: str, device: torch.device) -> bool
     if importlib.util.find_spec(backend) is None:
         logging.info("%s: %s is not installed; skipped", mode, backend)
         return False
+    if mode == "int8":
+        from torchao.quantization import Int8WeightOnlyConfig
     config = (
-        TorchAoConfig("int8_weight_only")
+        TorchAoConfig(Int8WeightOnlyConfig())
         if mode == "int8"
         else BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16

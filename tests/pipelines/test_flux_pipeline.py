@@ -207,3 +207,39 @@ def test_benchmark_script_runs_on_tiny_components(tmp_path):
     results = json.loads((tmp_path / "r.json").read_text())
     assert {"stock_flux/1", "facet5_flux/1", "facet5_flux+group_offload/1"} <= set(results["settings"])
     assert results["ratio_facet5_over_stock/1"] > 0
+
+
+def quantized_transformer(pipe, tmp_path, config):
+    from diffusers import FluxTransformer2DModel
+
+    pipe.transformer.save_pretrained(tmp_path / "transformer")
+    return FluxTransformer2DModel.from_pretrained(
+        tmp_path / "transformer", quantization_config=config, torch_dtype=torch.bfloat16
+    )
+
+
+def test_torchao_int8_transformer_generates_close_images(pipe, face, tmp_path):
+    pytest.importorskip("torchao")
+    from diffusers import TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    reference = generate(pipe, face_image=face, prompt="a", true_cfg_scale=1)
+    quantized = quantized_transformer(pipe, tmp_path, TorchAoConfig(Int8WeightOnlyConfig()))
+    assert "Int8" in type(quantized.transformer_blocks[0].attn.to_q.weight).__name__
+    pipe.transformer = quantized
+    pipe.vae.to(torch.bfloat16)  # FluxPipeline decodes in the transformer's dtype
+    images = generate(pipe, face_image=face, prompt="a", true_cfg_scale=1)
+    assert not np.array_equal(images, reference)
+    np.testing.assert_allclose(images, reference, atol=0.05)  # int8 weights, bf16: close, not equal
+
+
+def test_bitsandbytes_4bit_transformer_runs_where_installed(pipe, face, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from diffusers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    pipe.transformer = quantized_transformer(pipe, tmp_path, config)
+    pipe.vae.to(torch.bfloat16)
+    assert generate(pipe, face_image=face, prompt="a", true_cfg_scale=1).shape == (1, 32, 48, 3)
