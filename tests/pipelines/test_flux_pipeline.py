@@ -148,14 +148,38 @@ def test_sigmas_callbacks_and_output_types_pass_through_to_flux(pipe, face):
     assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, 3, 32, 48)
 
 
-def test_save_and_load_round_trip_generates_the_same_images(pipe, face, tmp_path):
+def test_save_and_load_round_trip_generates_the_same_images(pipe, face, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import diffusers.utils.dynamic_modules_utils as dynamic_modules
+    from diffusers import DiffusionPipeline
+
     pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["_class_name"] == ["faceclip_pipeline", "FaceT5FluxPipeline"]
     loaded = FaceT5FluxPipeline.from_pretrained(tmp_path / "saved")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.tokenizer_2 is not None and loaded.faceclip_encoder.t5_tokenizer is loaded.tokenizer_2
-    np.testing.assert_array_equal(
-        generate(pipe, face_image=face, prompt="a"), generate(loaded, face_image=face, prompt="a")
-    )
+    expected = generate(pipe, face_image=face, prompt="a")
+    np.testing.assert_allclose(generate(loaded, face_image=face, prompt="a"), expected, atol=1e-5)
+    # diffusers' own loader, through the folder's import files
+    monkeypatch.setattr(dynamic_modules, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    generic = DiffusionPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert type(generic) is FaceT5FluxPipeline
+
+
+def test_a_damaged_saved_folder_is_one_clear_error(pipe, tmp_path):
+    from faceclip.hub import WeightsNotFoundError
+
+    pipe.save_pretrained(tmp_path / "saved")
+    for weights in (tmp_path / "saved" / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(WeightsNotFoundError, match="Could not load the FaceT5-FLUX pipeline"):
+        FaceT5FluxPipeline.from_pretrained(tmp_path / "saved")
+    with pytest.raises(WeightsNotFoundError, match="no such folder"):
+        FaceT5FluxPipeline.from_pretrained(tmp_path / "missing")
 
 
 def test_transformer_lora_loads_and_scales(pipe, face, tmp_path):

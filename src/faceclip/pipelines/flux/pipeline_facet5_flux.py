@@ -33,6 +33,7 @@ from faceclip.pipelines.face_pipeline import (
     per_image,
 )
 from faceclip.pipelines.flux.family import DEFAULTS
+from faceclip.pipelines.saved_layout import SavedLayout, SavedLayoutMixin
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class FaceT5FluxPipelineOutput(BaseOutput):
     face: PreparedFace | None = None
 
 
-class FaceT5FluxPipeline(FacePipelineMixin, FluxPipeline):
+class FaceT5FluxPipeline(FacePipelineMixin, SavedLayoutMixin, FluxPipeline):
     """Identity-preserving text-to-image generation with FaceT5-FLUX.
 
     Args:
@@ -67,6 +68,14 @@ class FaceT5FluxPipeline(FacePipelineMixin, FluxPipeline):
     model_cpu_offload_seq = "faceclip_encoder->transformer->vae"
     _optional_components = ["tokenizer_2"]  # noqa: RUF012 (diffusers' class attribute)
     _lora_loadable_modules = ["transformer"]  # noqa: RUF012 (the text side is the FaceT5 encoder)
+    saved_layout = SavedLayout(
+        title="FaceT5-FLUX",
+        pipeline_class="FaceT5FluxPipeline",
+        pipeline_module="faceclip.pipelines.flux.pipeline_facet5_flux",
+        encoder_class="FaceT5Encoder",
+        encoder_module="faceclip.models.facet5_encoder",
+        components=("scheduler", "vae", "transformer", "faceclip_encoder"),
+    )
     text_encoder = None
     """FLUX's CLIP text encoder: none here (the FaceT5 encoder holds its own CLIP-L); LoRA loading reads it."""
     text_encoder_2 = None

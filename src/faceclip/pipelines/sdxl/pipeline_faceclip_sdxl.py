@@ -36,7 +36,7 @@ from PIL import Image
 from faceclip.models.encoder import FaceCLIPEncoder
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values
 from faceclip.pipelines.face_pipeline import FacePipelineMixin, negative_prompts_for, per_image
-from faceclip.pipelines.sdxl import layout
+from faceclip.pipelines.saved_layout import SavedLayout, SavedLayoutMixin
 from faceclip.pipelines.sdxl.family import DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,11 @@ class FaceCLIPStableDiffusionXLPipelineOutput(BaseOutput):
 
 
 class FaceCLIPStableDiffusionXLPipeline(
-    FacePipelineMixin, DiffusionPipeline, StableDiffusionMixin, StableDiffusionXLLoraLoaderMixin
+    FacePipelineMixin,
+    SavedLayoutMixin,
+    DiffusionPipeline,
+    StableDiffusionMixin,
+    StableDiffusionXLLoraLoaderMixin,
 ):
     """Identity-preserving text-to-image generation with FaceCLIP-SDXL.
 
@@ -75,6 +79,14 @@ class FaceCLIPStableDiffusionXLPipeline(
     _optional_components = []  # noqa: RUF012 (diffusers' class attribute)
     _callback_tensor_inputs = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]  # noqa: RUF012
     _lora_loadable_modules = ["unet"]  # noqa: RUF012 (the text side is the FaceCLIP encoder)
+    saved_layout = SavedLayout(
+        title="FaceCLIP-SDXL",
+        pipeline_class="FaceCLIPStableDiffusionXLPipeline",
+        pipeline_module="faceclip.pipelines.sdxl.pipeline_faceclip_sdxl",
+        encoder_class="FaceCLIPEncoder",
+        encoder_module="faceclip.models.encoder",
+        components=("vae", "unet", "scheduler", "faceclip_encoder"),
+    )
 
     def __init__(
         self,
@@ -94,75 +106,7 @@ class FaceCLIPStableDiffusionXLPipeline(
         self._num_timesteps = 0
         self._interrupt = False
 
-    # ------------------------------------------------------------------ loading and saving
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load a pipeline saved by :meth:`save_pretrained`: a local folder or a hub repo in that layout.
-
-        Takes every keyword of ``diffusers.DiffusionPipeline.from_pretrained`` (``torch_dtype`` / ``dtype``,
-        ``variant``, ``use_safetensors``, ``low_cpu_mem_usage``, ``device_map``, ``local_files_only``,
-        ``revision``, ``cache_dir``, ``token``, components to replace such as ``unet=...``). A hub repo is
-        downloaded first (``HF_HUB_OFFLINE=1``: the local cache only). The released ``ByteDance/FaceCLIP`` files
-        load through :func:`faceclip.load_pipeline` instead.
-
-        Raises:
-            faceclip.hub.WeightsNotFoundError: the folder, the repo or a weights file is missing (with what to do).
-        """
-        from faceclip.hub import WeightsNotFoundError
-
-        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "force_download") if k in kwargs}
-        folder = layout.local_folder(
-            pretrained_model_name_or_path, local_files_only=kwargs.get("local_files_only"), **hub
-        )
-        layout.check_index(folder)
-        if "torch_dtype" in kwargs and "dtype" not in kwargs:  # diffusers' newer name, without its warning
-            kwargs["dtype"] = kwargs.pop("torch_dtype")
-        try:
-            return super().from_pretrained(folder, **kwargs)
-        except OSError as err:
-            if isinstance(err, WeightsNotFoundError):
-                raise
-            raise WeightsNotFoundError(
-                f"Could not load the FaceCLIP-SDXL pipeline from {pretrained_model_name_or_path}: {err}\n"
-                "The folder must hold vae/, unet/, scheduler/ and faceclip_encoder/ as save_pretrained writes them "
-                "(with variant=... only where those files exist)."
-            ) from err
-
-    @classmethod
-    def load_config(cls, *args, **kwargs):
-        """diffusers' ``load_config``, with our classes named by their installed modules (see
-        :func:`faceclip.pipelines.sdxl.layout.importable_index`), so loading never runs code from the folder."""
-        loaded = super().load_config(*args, **kwargs)
-        config = loaded[0] if isinstance(loaded, tuple) else loaded
-        layout.importable_index(config)
-        return loaded
-
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
-        """diffusers' ``save_pretrained`` (``variant``, ``safe_serialization``, ``max_shard_size``, ...), plus the
-        two import files that let ``diffusers.DiffusionPipeline.from_pretrained`` load the folder (see
-        :mod:`faceclip.pipelines.sdxl.layout`). With ``push_to_hub`` the finished folder is uploaded."""
-        hub = {
-            k: kwargs.pop(k)
-            for k in ("commit_message", "private", "create_pr", "token", "repo_id")
-            if k in kwargs
-        }
-        super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
-        layout.write_diffusers_entry_points(save_directory)
-        if push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
-            repo_id = hub.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
-            repo_id = create_repo(
-                repo_id, exist_ok=True, private=hub.get("private"), token=hub.get("token")
-            ).repo_id
-            upload_folder(
-                repo_id=repo_id,
-                folder_path=save_directory,
-                token=hub.get("token"),
-                commit_message=hub.get("commit_message") or "Upload FaceCLIP-SDXL pipeline",
-                create_pr=hub.get("create_pr", False),
-            )
+    # ------------------------------------------------------------------ loading and saving (SavedLayoutMixin)
 
     def load_lora_weights(
         self,
