@@ -34,6 +34,7 @@ from diffusers.utils.torch_utils import get_module_execution_device, randn_tenso
 from PIL import Image
 
 from faceclip.models.encoder import FaceCLIPEncoder
+from faceclip.models.inputs import check_finite_embeds, check_prompts
 from faceclip.pipelines.embedding_cache import CacheInfo, EmbeddingCache
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values, prepare_face
 from faceclip.pipelines.sdxl import layout
@@ -341,21 +342,42 @@ class FaceCLIPStableDiffusionXLPipeline(
                 f"callback_on_step_end_tensor_inputs: {unknown} are not available; choose from "
                 f"{self._callback_tensor_inputs}."
             )
+        for name, embeds in (
+            ("prompt_embeds", prompt_embeds), ("pooled_prompt_embeds", pooled_prompt_embeds),
+            ("negative_prompt_embeds", negative_prompt_embeds),
+            ("negative_pooled_prompt_embeds", negative_pooled_prompt_embeds),
+        ):  # fmt: skip
+            check_finite_embeds(embeds, name)
         self._check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
         self._check_negative_embeds(
             negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
-        for name, embeds, width_wanted in (
-            ("prompt_embeds", prompt_embeds, self.unet.config.cross_attention_dim),
-            ("negative_prompt_embeds", negative_prompt_embeds, self.unet.config.cross_attention_dim),
-        ):
-            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != width_wanted):
-                raise ValueError(
-                    f"{name}: expected shape (B, 77, {width_wanted}) (from pipe.encode_prompt); "
-                    f"got {tuple(embeds.shape)}."
-                )
+        self._check_embeddings(
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         if isinstance(face_image, PreparedFace | torch.Tensor):
             check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
+
+    def _check_embeddings(self, prompt_embeds, pooled, negative_embeds, negative_pooled) -> None:
+        """Shapes of precomputed embeddings: (B, 77, D) with D the UNet's cross-attention width, (B, P), B >= 1."""
+        config = self.unet.config
+        width = config.cross_attention_dim
+        pooled_width = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        for name, embeds, wanted in (
+            ("prompt_embeds", prompt_embeds, (77, width)),
+            ("negative_prompt_embeds", negative_embeds, (77, width)),
+            ("pooled_prompt_embeds", pooled, (pooled_width,)),
+            ("negative_pooled_prompt_embeds", negative_pooled, (pooled_width,)),
+        ):
+            if embeds is None:
+                continue
+            fits = embeds.ndim == len(wanted) + 1 and embeds.shape[-1] == wanted[-1] and embeds.shape[0] > 0
+            if not fits:
+                wanted = ", ".join(str(n) for n in ("B", *wanted))
+                raise ValueError(
+                    f"{name}: expected shape ({wanted}) with B >= 1 (from pipe.encode_prompt); "
+                    f"got {tuple(embeds.shape)}."
+                )
 
     @staticmethod
     def _check_prompt_inputs(
@@ -446,14 +468,30 @@ class FaceCLIPStableDiffusionXLPipeline(
             FaceCLIP-SDXL); the negatives are ``None`` without guidance unless passed in.
         """
         device = device or self._execution_device
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}.")
+        given = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds,
+                 "negative_prompt_embeds": negative_prompt_embeds,
+                 "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds}  # fmt: skip
+        for name, embeds in given.items():
+            check_finite_embeds(embeds, name)
+        self._check_embeddings(*given.values())
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
             prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(
                 face_image, prompt, device, face_index
             )
-        elif pooled_prompt_embeds is None:
-            raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
+        elif pooled_prompt_embeds is None or pooled_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
+            raise ValueError(
+                "encode_prompt: prompt_embeds needs pooled_prompt_embeds with the same batch size "
+                "(both come from pipe.encode_prompt)."
+            )
+        if negative_prompt_embeds is not None and negative_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
+            raise ValueError(
+                f"negative_prompt_embeds: {negative_prompt_embeds.shape[0]} rows for {prompt_embeds.shape[0]} "
+                "prompts; pass one row per prompt (pipe.encode_negative_prompt gives them)."
+            )
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             negatives = _negative_prompts(negative_prompt, prompt_embeds.shape[0])
             negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
@@ -474,9 +512,9 @@ class FaceCLIPStableDiffusionXLPipeline(
         """(B, 77, D) and (B, P) for B prompts, in one encoder call with the face repeated B times."""
         if isinstance(face_image, torch.Tensor):  # a PreparedFace was checked by check_inputs already
             check_face_values(face_image)
+        prompts = check_prompts(prompt, "prompt")
         face = self.prepare_face(face_image, face_index=face_index)
         encoder = self.faceclip_encoder
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
         has_face = torch.ones(len(prompts), dtype=torch.bool)
         out = encoder(face_images=faces, prompts=prompts, has_face=has_face)
