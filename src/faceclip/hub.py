@@ -52,6 +52,7 @@ def resolve_file(
     what: str,
     revision: str | None = None,
     hint: str | None = None,
+    also_needed: tuple[str, ...] = (),
 ) -> Path:
     """Return a local path to ``filename`` inside ``source``.
 
@@ -61,6 +62,7 @@ def resolve_file(
         what: a few words naming the file for error messages, e.g. ``"the FaceCLIP encoder weights"``.
         revision: hub revision (branch, tag or commit).
         hint: an extra sentence on how to obtain the file.
+        also_needed: other files of the same repo the caller reads next; the suggested download lists them too.
 
     Raises:
         WeightsNotFoundError: the file is neither on disk nor obtainable from the hub (offline, not cached,
@@ -72,13 +74,13 @@ def resolve_file(
         if path.is_file():
             return path
         raise WeightsNotFoundError(
-            _message(what, f"{path} (no such file in the local folder)", source, filename, hint)
+            _message(what, f"{path} (no such file in the local folder)", source, filename, hint, also_needed)
         )
     if local.suffix and local.exists():
         return local
     if not is_hub_id(str(source)):
         raise WeightsNotFoundError(
-            _message(what, f"{local} (no such file or folder)", source, filename, hint)
+            _message(what, f"{local} (no such file or folder)", source, filename, hint, also_needed)
         )
 
     from huggingface_hub import hf_hub_download
@@ -98,7 +100,9 @@ def resolve_file(
             where += " (HF_HUB_OFFLINE is set)"
         elif _unreachable:
             where += " (the hub could not be reached)"
-        raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
+        raise WeightsNotFoundError(
+            _message(what, where, source, filename, hint, also_needed, cause=err)
+        ) from err
 
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
@@ -123,6 +127,7 @@ def _message(
     source: str | os.PathLike,
     filename: str,
     hint: str | None,
+    also_needed: tuple[str, ...] = (),
     cause: Exception | None = None,
 ) -> str:
     if Path(source).expanduser().exists():
@@ -130,7 +135,8 @@ def _message(
     elif not is_hub_id(str(source)):
         fix = [f"To fix this, check the path: {source} does not exist,"]
     else:
-        fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {filename}"]
+        files = " ".join(dict.fromkeys((filename, *also_needed)))
+        fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {files}"]
     lines = [
         f"Could not find {what}: '{filename}'.",
         f"Looked in: {where}.",

@@ -193,7 +193,9 @@ class FaceAnalyzer:
     def refine(self, image: ImageSource, face: DetectedFace) -> DetectedFace:
         """Re-estimate ``face``'s landmarks by re-detecting it on an upright crop (see :mod:`.refinement`)."""
         if not isinstance(face, DetectedFace):
-            raise TypeError(f"face: expected a DetectedFace (from FaceAnalyzer.detect), got {type(face).__name__}.")
+            raise TypeError(
+                f"face: expected a DetectedFace (from FaceAnalyzer.detect), got {type(face).__name__}."
+            )
         return self._refine(load_image(image), face)
 
     def _refine(self, image: Image.Image, face: DetectedFace) -> DetectedFace:
@@ -305,7 +307,9 @@ def _check_settings(min_score: float, max_side: int, refine_steps: int, retry_an
     _check_whole_number(max_side, "FaceAnalyzer: `max_side`", minimum=32)
     _check_whole_number(refine_steps, "FaceAnalyzer: `refine_steps`", minimum=0)
     if not all(isinstance(a, int | float) and np.isfinite(a) for a in retry_angles):
-        raise ValueError(f"FaceAnalyzer: `retry_angles` must be finite numbers of degrees, got {retry_angles!r}.")
+        raise ValueError(
+            f"FaceAnalyzer: `retry_angles` must be finite numbers of degrees, got {retry_angles!r}."
+        )
 
 
 def describe_source(source: object) -> str:

@@ -179,7 +179,9 @@ class FaceT5Encoder(ModelMixin, ConfigMixin):
             or t5_input_ids.is_complex()
             or t5_input_ids.dtype == torch.bool
         ):
-            kind = t5_input_ids.dtype if isinstance(t5_input_ids, torch.Tensor) else type(t5_input_ids).__name__
+            kind = (
+                t5_input_ids.dtype if isinstance(t5_input_ids, torch.Tensor) else type(t5_input_ids).__name__
+            )
             raise TypeError(
                 f"t5_input_ids: expected an integer (int64) tensor of shape ({batch}, {length}), got {kind}."
             )

@@ -469,7 +469,9 @@ class FaceCLIPStableDiffusionXLPipeline(
         """
         device = device or self._execution_device
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}.")
+            raise ValueError(
+                f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}."
+            )
         given = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds,
                  "negative_prompt_embeds": negative_prompt_embeds,
                  "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds}  # fmt: skip
