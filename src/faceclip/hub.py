@@ -87,6 +87,7 @@ def resolve_file(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     global _unreachable
+    _unreachable = _unreachable or _check_hub_before_download(str(source), filename, revision)
     try:  # offline mode is honoured by hf_hub_download; after a connection failure only the cache is searched
         path = hf_hub_download(
             str(source), filename, revision=revision, local_files_only=_unreachable is not None
@@ -103,6 +104,32 @@ def resolve_file(
         raise WeightsNotFoundError(
             _message(what, where, source, filename, hint, also_needed, cause=err)
         ) from err
+
+
+def _check_hub_before_download(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """Why the hub cannot be reached, checked with one quick request before a file the cache lacks; else None.
+
+    Without it, hf_hub_download meets a dead network with a first request and then five retries with backoff
+    (about 40 s) before saying so. Cached files and offline mode need no check (they never wait that long).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if is_offline() or try_to_load_from_cache(repo_id, filename, revision=revision) is not None:
+        return None
+    return _probe_hub()
+
+
+def _probe_hub() -> str | None:
+    """One HEAD request to the hub endpoint (proxies and HF_ENDPOINT honoured, HF_HUB_ETAG_TIMEOUT seconds at
+    most): ``Type: message`` when it fails at the network level, None when the hub answers at all."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as err:  # any failure before an HTTP answer: no DNS, refused, timed out, proxy error
+        return _connection_failure(err) or f"{type(err).__name__}: {err}"
+    return None
 
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
