@@ -52,14 +52,26 @@ def embeddings(pipe):
 
 FACE = torch.rand(1, 3, 28, 28)
 ENCODER_CASES = [
-    (dict(face_images=FACE.to(torch.uint8)), TypeError, r"face_images: expected a float tensor .* torch\.uint8"),
+    (
+        dict(face_images=FACE.to(torch.uint8)),
+        TypeError,
+        r"face_images: expected a float tensor .* torch\.uint8",
+    ),
     (dict(face_images=FACE.long()), TypeError, r"face_images: expected a float tensor .* torch\.int64"),
-    (dict(face_images=FACE.numpy()), TypeError, r"face_images: expected a \(B, 3, H, W\) float tensor.*ndarray"),
+    (
+        dict(face_images=FACE.numpy()),
+        TypeError,
+        r"face_images: expected a \(B, 3, H, W\) float tensor.*ndarray",
+    ),
     (dict(face_images=FACE[0]), ValueError, r"face_images: expected shape \(B, 3, H, W\), got \(3, 28, 28\)"),
     (dict(face_images=FACE[:, :1]), ValueError, r"face_images: expected shape \(B, 3, H, W\)"),
     (dict(face_images=FACE.expand(2, -1, -1, -1)), ValueError, "face_images: 2 faces for 1 prompts"),
     (dict(face_images=torch.rand(0, 3, 28, 28)), ValueError, "face_images: 0 faces for 1 prompts"),
-    (dict(face_images=torch.rand(1, 3, 0, 0)), ValueError, r"face_images: empty images of shape \(1, 3, 0, 0\)"),
+    (
+        dict(face_images=torch.rand(1, 3, 0, 0)),
+        ValueError,
+        r"face_images: empty images of shape \(1, 3, 0, 0\)",
+    ),
     (dict(prompts=[]), ValueError, "prompts: the batch is empty"),
     (dict(prompts=5), TypeError, "prompts: expected a str or a list of str, got int"),
     (dict(prompts=None), TypeError, "prompts: expected a str or a list of str, got NoneType"),
@@ -173,10 +185,18 @@ def test_negative_embeddings_must_have_one_row_per_prompt(pipe, embeddings):
 @pytest.mark.parametrize(
     ("face", "error", "match"),
     [
-        (torch.rand(1, 3, 32, 32) * 255, ValueError, r"face_image: tensor values must be finite and lie in \[0, 1\]"),
+        (
+            torch.rand(1, 3, 32, 32) * 255,
+            ValueError,
+            r"face_image: tensor values must be finite and lie in \[0, 1\]",
+        ),
         (torch.full((3, 32, 32), NAN), ValueError, r"face_image: tensor values must be finite"),
         (torch.rand(1, 3, 32, 32) - 1, ValueError, r"face_image: .*got \[-1"),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ValueError, r"face_image: expected a float tensor .*uint8"),
+        (
+            torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+            ValueError,
+            r"face_image: expected a float tensor .*uint8",
+        ),
         (torch.rand(2, 3, 32, 32), ValueError, r"face_image: an aligned face tensor must have shape"),
         (torch.rand(1, 3, 0, 0), ValueError, r"face_image: empty face tensor of shape \(1, 3, 0, 0\)"),
         (5, TypeError, "face_image: expected a photo .* got int"),
@@ -195,7 +215,11 @@ def test_pipeline_refuses_bad_faces(pipe, face, error, match):
         (dict(prompt=3), TypeError, "prompt: expected a str or a list of str, got int"),
         (dict(prompt=[]), ValueError, "prompt: the batch is empty"),
         (dict(num_images_per_prompt=0), ValueError, "num_images_per_prompt must be a whole number >= 1"),
-        (dict(negative_prompt=["x"], prompt=["a", "b"]), ValueError, "negative_prompt: 1 entries for 2 prompts"),
+        (
+            dict(negative_prompt=["x"], prompt=["a", "b"]),
+            ValueError,
+            "negative_prompt: 1 entries for 2 prompts",
+        ),
     ],
 )
 def test_encode_prompt_refuses_bad_prompts(pipe, kwargs, error, match):
@@ -263,7 +287,7 @@ def test_face_analyzer_refuses_bad_settings(kwargs, error, match):
 
 
 def test_refine_names_a_wrong_face(analyzer):
-    with pytest.raises(TypeError, match="face: expected a DetectedFace .* got NoneType"):
+    with pytest.raises(TypeError, match=r"face: expected a DetectedFace .* got NoneType"):
         analyzer.refine(FACES / "lfw_000.png", None)
 
 
@@ -326,9 +350,11 @@ def test_identity_scorer_refuses_bad_reference_vectors(identity_scorer, vector, 
 def test_identity_scorer_refuses_bad_references_and_analyzers(identity_scorer):
     from faceclip.evaluation.identity import IdentityScorer
 
-    with pytest.raises(TypeError, match="reference: expected a photo path, PIL image or HxWx3 array, got NoneType"):
+    with pytest.raises(
+        TypeError, match="reference: expected a photo path, PIL image or HxWx3 array, got NoneType"
+    ):
         identity_scorer.reference_vector(None)
-    with pytest.raises(TypeError, match="analyzer: expected a faceclip.face.FaceAnalyzer or None, got str"):
+    with pytest.raises(TypeError, match=r"analyzer: expected a faceclip\.face\.FaceAnalyzer or None, got str"):
         IdentityScorer("opencv")
     array = np.asarray(Image.open(FACES / "lfw_000.png").convert("RGB"))
     assert identity_scorer.reference_vector(array).shape == (128,)  # arrays are references too
@@ -338,7 +364,12 @@ def test_identity_scorer_refuses_bad_references_and_analyzers(identity_scorer):
     ("method", "args", "error", "match"),
     [
         ("clip_t", ("x.png", ["a"]), TypeError, "images: expected a list of PIL images, got str"),
-        ("clip_t", ([np.zeros((4, 4, 3))], ["a"]), TypeError, r"images\[0\]: expected a PIL image, got ndarray"),
+        (
+            "clip_t",
+            ([np.zeros((4, 4, 3))], ["a"]),
+            TypeError,
+            r"images\[0\]: expected a PIL image, got ndarray",
+        ),
         ("clip_t", ([Image.new("RGB", (0, 0))], ["a"]), ValueError, r"images\[0\]: the image is empty"),
         ("clip_t", ([Image.new("RGB", (4, 4))], "a"), TypeError, "prompts: expected a list of str"),
         ("clip_t", ([Image.new("RGB", (4, 4))], [None]), TypeError, "prompts: expected a list of str"),
@@ -367,9 +398,13 @@ def test_missing_clip_weights_name_a_download_of_every_file_needed(monkeypatch, 
         CLIPScorer.from_pretrained()
     command = "hf download openai/clip-vit-large-patch14 " + " ".join(CLIP_FILES)
     assert command == clip_download_command() and command in str(err.value)
-    assert {"model.safetensors", "tokenizer.json", "vocab.json", "merges.txt", "preprocessor_config.json"} <= set(
-        CLIP_FILES
-    )
+    assert {
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "preprocessor_config.json",
+    } <= set(CLIP_FILES)
 
 
 # ---------------------------------------------------------------------------------------------- fp16 CPU
@@ -390,7 +425,9 @@ def test_fp16_on_the_cpu_is_said_once_and_diffusers_repeats_are_dropped(monkeypa
         "Pipelines loaded with `dtype=torch.float16` cannot run with `cpu` device. It is not recommended", (), None,
     )  # fmt: skip
     assert not diffusers_logger.filter(record)
-    other = diffusers_logger.makeRecord(diffusers_logger.name, logging.WARNING, __file__, 0, "other", (), None)
+    other = diffusers_logger.makeRecord(
+        diffusers_logger.name, logging.WARNING, __file__, 0, "other", (), None
+    )
     assert diffusers_logger.filter(other)
 
 
