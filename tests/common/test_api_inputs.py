@@ -354,7 +354,9 @@ def test_identity_scorer_refuses_bad_references_and_analyzers(identity_scorer):
         TypeError, match="reference: expected a photo path, PIL image or HxWx3 array, got NoneType"
     ):
         identity_scorer.reference_vector(None)
-    with pytest.raises(TypeError, match=r"analyzer: expected a faceclip\.face\.FaceAnalyzer or None, got str"):
+    with pytest.raises(
+        TypeError, match=r"analyzer: expected a faceclip\.face\.FaceAnalyzer or None, got str"
+    ):
         IdentityScorer("opencv")
     array = np.asarray(Image.open(FACES / "lfw_000.png").convert("RGB"))
     assert identity_scorer.reference_vector(array).shape == (128,)  # arrays are references too

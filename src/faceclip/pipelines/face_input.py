@@ -58,7 +58,8 @@ def prepare_face(
     Raises:
         faceclip.face.ImageLoadError: the photo cannot be read.
         faceclip.face.NoFaceFoundError: no face in the photo.
-        ValueError: a tensor of the wrong shape or dtype (values are checked by :func:`check_face_values`).
+        ValueError: a tensor of the wrong shape, size or dtype (values are checked by :func:`check_face_values`).
+        TypeError: ``face_image`` is none of the above.
     """
     if isinstance(face_image, PreparedFace):
         return face_image

@@ -342,27 +342,23 @@ class FaceCLIPStableDiffusionXLPipeline(
                 f"callback_on_step_end_tensor_inputs: {unknown} are not available; choose from "
                 f"{self._callback_tensor_inputs}."
             )
-        for name, embeds in (
-            ("prompt_embeds", prompt_embeds), ("pooled_prompt_embeds", pooled_prompt_embeds),
-            ("negative_prompt_embeds", negative_prompt_embeds),
-            ("negative_pooled_prompt_embeds", negative_pooled_prompt_embeds),
-        ):  # fmt: skip
-            check_finite_embeds(embeds, name)
+        self._check_embeddings(
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         self._check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
         self._check_negative_embeds(
             negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
-        )
-        self._check_embeddings(
-            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
         if isinstance(face_image, PreparedFace | torch.Tensor):
             check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
 
     def _check_embeddings(self, prompt_embeds, pooled, negative_embeds, negative_pooled) -> None:
-        """Shapes of precomputed embeddings: (B, 77, D) with D the UNet's cross-attention width, (B, P), B >= 1."""
+        """Precomputed embeddings: float tensors, finite, of shape (B, 77, D) (D: the UNet's cross-attention
+        width) and (B, P) (P: what the UNet's added conditioning leaves after the time ids), B >= 1."""
         config = self.unet.config
         width = config.cross_attention_dim
-        pooled_width = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        added, time_ids = config.projection_class_embeddings_input_dim, config.addition_time_embed_dim
+        pooled_width = added - 6 * time_ids if added and time_ids else "P"
         for name, embeds, wanted in (
             ("prompt_embeds", prompt_embeds, (77, width)),
             ("negative_prompt_embeds", negative_embeds, (77, width)),
@@ -371,7 +367,9 @@ class FaceCLIPStableDiffusionXLPipeline(
         ):
             if embeds is None:
                 continue
-            fits = embeds.ndim == len(wanted) + 1 and embeds.shape[-1] == wanted[-1] and embeds.shape[0] > 0
+            check_finite_embeds(embeds, name)
+            width_fits = wanted[-1] == "P" or embeds.shape[-1] == wanted[-1]
+            fits = embeds.ndim == len(wanted) + 1 and width_fits and embeds.shape[0] > 0
             if not fits:
                 wanted = ", ".join(str(n) for n in ("B", *wanted))
                 raise ValueError(
@@ -472,28 +470,16 @@ class FaceCLIPStableDiffusionXLPipeline(
             raise ValueError(
                 f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}."
             )
-        given = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds,
-                 "negative_prompt_embeds": negative_prompt_embeds,
-                 "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds}  # fmt: skip
-        for name, embeds in given.items():
-            check_finite_embeds(embeds, name)
-        self._check_embeddings(*given.values())
+        self._check_embeddings(
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
             prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(
                 face_image, prompt, device, face_index
             )
-        elif pooled_prompt_embeds is None or pooled_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
-            raise ValueError(
-                "encode_prompt: prompt_embeds needs pooled_prompt_embeds with the same batch size "
-                "(both come from pipe.encode_prompt)."
-            )
-        if negative_prompt_embeds is not None and negative_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
-            raise ValueError(
-                f"negative_prompt_embeds: {negative_prompt_embeds.shape[0]} rows for {prompt_embeds.shape[0]} "
-                "prompts; pass one row per prompt (pipe.encode_negative_prompt gives them)."
-            )
+        _check_rows(prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds)
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             negatives = _negative_prompts(negative_prompt, prompt_embeds.shape[0])
             negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
@@ -858,6 +844,22 @@ def _per_image(
     if tensor is None:
         return None
     return tensor.to(device=device, dtype=dtype or tensor.dtype).repeat_interleave(repeats, dim=0)
+
+
+def _check_rows(
+    prompt_embeds: torch.Tensor, pooled: torch.Tensor | None, negative: torch.Tensor | None
+) -> None:
+    """One row per prompt: ``pooled`` (required) and ``negative`` (optional) have as many rows as the prompts."""
+    if pooled is None or pooled.shape[0] != prompt_embeds.shape[0]:
+        raise ValueError(
+            "encode_prompt: prompt_embeds needs pooled_prompt_embeds with the same batch size "
+            "(both come from pipe.encode_prompt)."
+        )
+    if negative is not None and negative.shape[0] != prompt_embeds.shape[0]:
+        raise ValueError(
+            f"negative_prompt_embeds: {negative.shape[0]} rows for {prompt_embeds.shape[0]} prompts; pass one "
+            "row per prompt (pipe.encode_negative_prompt gives them)."
+        )
 
 
 def _negative_prompts(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
