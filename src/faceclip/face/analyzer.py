@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import cv2
@@ -46,10 +45,6 @@ MIN_FACE_SIDE = 32
 
 class NoFaceFoundError(ValueError):
     """No usable face in an image; the message names the image and suggests what to try."""
-
-
-class SmallFaceWarning(UserWarning):
-    """The face used is smaller than :data:`MIN_FACE_SIDE` pixels: its crop is upscaled and results are poor."""
 
 
 class FaceAnalyzer:
@@ -282,15 +277,16 @@ class FaceAnalyzer:
 
 
 def warn_if_small(face: DetectedFace, name: str) -> None:
-    """Warn (:class:`SmallFaceWarning`) when ``face``'s box is under :data:`MIN_FACE_SIDE` pixels on a side."""
+    """Log a warning when ``face``'s box is under :data:`MIN_FACE_SIDE` pixels on a side (the face is still used).
+
+    A log record rather than a Python warning: the command line shows it as its other warnings, once per photo.
+    """
     width, height = (float(face.box[2] - face.box[0]), float(face.box[3] - face.box[1]))
     if min(width, height) < MIN_FACE_SIDE:
-        warnings.warn(
-            f"The face in {name} is only {width:.0f}x{height:.0f} pixels (under {MIN_FACE_SIDE}); it is upscaled "
-            "for the crop, so identity and results will be poor. Use a photo where the face is larger.",
-            SmallFaceWarning,
-            stacklevel=3,
-        )
+        logger.warning(
+            "The face in %s is only %.0fx%.0f pixels (under %d); it is upscaled for the crop, so identity and "
+            "results will be poor. Use a photo where the face is larger.", name, width, height, MIN_FACE_SIDE,
+        )  # fmt: skip
 
 
 def _check_whole_number(value: object, name: str, minimum: int | None = None) -> None:
