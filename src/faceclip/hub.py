@@ -26,6 +26,7 @@ def is_offline() -> bool:
 
 
 _unreachable: str | None = None
+_hub_answered = False
 
 
 def hub_unreachable_reason() -> str | None:
@@ -114,9 +115,16 @@ def _check_hub_before_download(repo_id: str, filename: str, revision: str | None
     """
     from huggingface_hub import try_to_load_from_cache
 
-    if is_offline() or try_to_load_from_cache(repo_id, filename, revision=revision) is not None:
+    global _hub_answered
+    if (
+        _hub_answered
+        or is_offline()
+        or try_to_load_from_cache(repo_id, filename, revision=revision) is not None
+    ):
         return None
-    return _probe_hub()
+    reason = _probe_hub()
+    _hub_answered = reason is None  # checked once per process while the hub answers
+    return reason
 
 
 def _probe_hub() -> str | None:

@@ -465,6 +465,7 @@ def dead_network(monkeypatch, tmp_path):
     import faceclip.hub as hub
 
     monkeypatch.setattr(hub, "_unreachable", None)
+    monkeypatch.setattr(hub, "_hub_answered", False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(utils, "get_session", lambda: _DeadSession())
@@ -487,6 +488,23 @@ def test_an_unreachable_hub_is_detected_before_the_first_download(dead_network):
         resolve_file("someone/some-model", "model/w.pt", what="the weights")
     assert dead_network == [True]  # straight to the cache: no request that retries
     assert "ConnectionError: [Errno -3] Temporary failure in name resolution" in hub_unreachable_reason()
+
+
+def test_the_hub_is_checked_once_while_it_answers(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    import faceclip.hub as hub
+
+    monkeypatch.setattr(hub, "_unreachable", None)
+    monkeypatch.setattr(hub, "_hub_answered", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    probes = []
+    monkeypatch.setattr(hub, "_probe_hub", lambda: probes.append(1))
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda repo, name, **kwargs: str(tmp_path / name))
+    for name in ("a.pt", "b.pt"):
+        assert hub.resolve_file("someone/some-model", name, what="the weights") == tmp_path / name
+    assert probes == [1]
 
 
 def test_default_generate_without_network_fails_fast_and_names_tiny_random(dead_network, tmp_path, capsys):

@@ -69,6 +69,7 @@ def test_unreachable_hub_is_tried_once_then_only_the_cache(monkeypatch, tmp_path
 
     monkeypatch.setattr(hub, "_unreachable", None)
     monkeypatch.setattr(hub, "_probe_hub", lambda: None)
+    monkeypatch.setattr(hub, "_hub_answered", False)
     _offline(monkeypatch, tmp_path, offline=False)
     calls = []
 
