@@ -64,9 +64,12 @@ class GenerationSettings:
         prompts: one or more prompts.
         seeds: one seed per image of each prompt (:func:`consecutive_seeds` makes ``s, s+1, ...``).
         negative_prompt: ``None`` for the family's negative prompt; ``""`` for none.
-        num_inference_steps, guidance_scale: denoising steps and classifier-free guidance weight.
-        height, width: output size in pixels (multiples of 8); ``None`` for the pipeline's default size,
-            which follows the denoiser's native size (1152 x 864 for SDXL, 72 x 56 for tiny components).
+        num_inference_steps, guidance_scale: denoising steps and the pipeline's ``guidance_scale``
+            (classifier-free guidance for FaceCLIP-SDXL, the distilled-guidance input for FaceT5-FLUX).
+        true_cfg_scale: true classifier-free guidance weight, for families that have it (FaceT5-FLUX).
+        height, width: output size in pixels (multiples of 8, of 16 for FaceT5-FLUX); ``None`` for the
+            pipeline's default size, which follows the denoiser's native size (1152 x 864 for the released
+            models, 72 x 56 for tiny FaceCLIP-SDXL components).
         batch_size: images of one prompt denoised together; the images do not depend on it.
     """
 
@@ -75,6 +78,7 @@ class GenerationSettings:
     negative_prompt: str | None = None
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
+    true_cfg_scale: float | None = None
     height: int | None = None
     width: int | None = None
     batch_size: int = 4
@@ -97,9 +101,12 @@ class GenerationSettings:
             _check_int(name, value, 8, MAX_SIDE)
             if value is not None and value % 8:
                 raise SettingsError(f"must be a multiple of 8; got {value}.", name)
-        guidance = self.guidance_scale
-        if guidance is not None and not (isinstance(guidance, (int, float)) and 0.0 <= guidance <= 100.0):
-            raise SettingsError(f"must be a number from 0 to 100; got {guidance!r}.", "guidance_scale")
+        for name in ("guidance_scale", "true_cfg_scale"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 100.0
+            ):
+                raise SettingsError(f"must be a number from 0 to 100; got {value!r}.", name)
         return dataclasses.replace(self, prompts=prompts, seeds=seeds)
 
     def resolve(self, pipe: Any) -> GenerationSettings:
@@ -110,20 +117,20 @@ class GenerationSettings:
                 (:func:`faceclip.registry.family_of`; a stand-in pipeline may carry ``generation_defaults``).
         """
         settings = self.validate()
-        names = ("negative_prompt", "num_inference_steps", "guidance_scale", "height", "width")
-        if all(getattr(settings, name) is not None for name in names):
-            return settings
         defaults = getattr(pipe, "generation_defaults", None)
         if defaults is None:
             from faceclip.registry import family_of
 
             defaults = family_of(pipe).defaults
+        _check_family_settings(settings, defaults)
         height, width = pipe.default_size
+        true_cfg = _default(settings.true_cfg_scale, defaults.true_cfg_scale)
         return dataclasses.replace(
             settings,
             negative_prompt=_default(settings.negative_prompt, defaults.negative_prompt),
             num_inference_steps=_default(settings.num_inference_steps, defaults.num_inference_steps),
             guidance_scale=float(_default(settings.guidance_scale, defaults.guidance_scale)),
+            true_cfg_scale=None if true_cfg is None else float(true_cfg),
             height=_default(settings.height, height),
             width=_default(settings.width, width),
         )
@@ -136,6 +143,21 @@ class GenerationSettings:
 
 def _default(value, default):
     return default if value is None else value
+
+
+def _check_family_settings(settings: GenerationSettings, defaults: Any) -> None:
+    """Settings the family cannot take: sizes off its grid, true CFG where it has none."""
+    step = defaults.size_multiple
+    for name in ("height", "width"):
+        value = getattr(settings, name)
+        if value is not None and value % step:
+            raise SettingsError(f"must be a multiple of {step} for this model; got {value}.", name)
+    if settings.true_cfg_scale is not None and defaults.true_cfg_scale is None:
+        raise SettingsError(
+            "applies only to models with true classifier-free guidance (FaceT5-FLUX); this model's guidance "
+            "is guidance_scale.",
+            "true_cfg_scale",
+        )
 
 
 def _check_int(field: str, value, low: int, high: int) -> None:
@@ -303,6 +325,7 @@ def _denoise(pipe, face, prompt, seeds, settings, callback) -> list[Image.Image]
         width=settings.width,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
+        **({"true_cfg_scale": settings.true_cfg_scale} if settings.true_cfg_scale is not None else {}),
         generator=[torch.Generator().manual_seed(seed) for seed in seeds],
         output_type="pil",
         **({"callback_on_step_end": callback} if callback is not None else {}),
@@ -314,20 +337,24 @@ def _conditioning(pipe, face: FaceReference | None, prompt: str) -> dict:
     """The pipeline's face-and-prompt inputs; without a face, embeddings from the encoder's no-face path."""
     if face is not None:
         return {"face_image": face.face, "prompt": prompt}
-    encoder = pipe.faceclip_encoder
-    no_face = torch.zeros(1, dtype=torch.bool, device=next(encoder.parameters()).device)
-    with torch.no_grad():
-        out = encoder(face_images=None, prompts=[prompt], has_face=no_face)
-    return {"prompt_embeds": out.prompt_embeds, "pooled_prompt_embeds": out.pooled_prompt_embeds}
+    embeds, pooled = pipe.encode_without_face([prompt])
+    return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
 
 def image_metadata(
     pipe: Any, face: FaceReference | None, prompt: str, seed: int, settings: GenerationSettings, model: str
 ) -> dict[str, object]:
     """The metadata of one image (:func:`faceclip.outputs.generation_metadata`) under resolved ``settings``."""
+    from faceclip.registry import ModelArgumentError, family_of
+
+    try:
+        family = family_of(pipe).name
+    except ModelArgumentError:  # a stand-in pipeline (tests)
+        family = None
     return generation_metadata(
         prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
         steps=settings.num_inference_steps, guidance=settings.guidance_scale,
+        true_cfg=settings.true_cfg_scale, family=family,
         height=settings.height, width=settings.width, model=model,
         face_file=face.file_name if face else None, face_sha256=face.sha256 if face else None,
         face_index=face.face_index if face else None,

@@ -2,6 +2,8 @@
 
 Every loader in the package goes through :func:`resolve_file`, so a missing file always produces the same
 kind of error: what is missing, where we looked, and how to get it. Nothing falls back to random weights.
+Files that are there are read through :func:`read_state_dict_file` and :func:`read_safetensors`, so an empty,
+cut-short or foreign file always produces a :class:`WeightsFileError` naming it and what to do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from pathlib import Path
 
 class WeightsNotFoundError(FileNotFoundError):
     """Raised when model weights cannot be found locally or in the Hugging Face cache."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file is there but holds no readable tensors: empty, cut short, another kind of file, or a pickle
+    holding Python objects besides tensors. The message names the file and what to do."""
 
 
 def is_offline() -> bool:
@@ -185,3 +192,110 @@ def _message(
             f"(underlying error: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
         )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ reading weights
+
+
+def read_state_dict_file(path: str | os.PathLike, *, advice: str, allow_legacy: bool = True) -> dict:
+    """The tensors of a ``.safetensors`` file or of a pickled ``.pt`` state dict, read without running code.
+
+    A ``.pt`` file is read with ``torch.load(weights_only=True)``, memory-mapped (files in torch's legacy
+    pre-zip format cannot be, and are read whole unless ``allow_legacy`` is False); a ``{"state_dict": ...}``
+    wrapper is unwrapped.
+
+    Args:
+        path: the file.
+        advice: what to do about a bad file (one sentence), ending the error message.
+        allow_legacy: read legacy-format files (not memory-mapped) rather than refusing them.
+
+    Returns:
+        Name -> tensor.
+
+    Raises:
+        WeightsFileError: the file is empty, cut short, not a checkpoint, holds objects besides tensors, or (with
+            ``allow_legacy=False``) is in the legacy format.
+    """
+    from collections.abc import Mapping
+
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path, advice=advice)[0]
+    obj = _torch_load(path, advice, allow_legacy)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(value) for value in obj.values()):
+        found = type(obj).__name__ if not isinstance(obj, Mapping) else "a mapping holding other values"
+        raise WeightsFileError(f"{path}: expected a state dict (name -> tensor), found {found}. {advice}")
+    return dict(obj)
+
+
+def read_safetensors(path: str | os.PathLike, *, advice: str) -> tuple[dict, dict[str, str]]:
+    """The tensors and the metadata of a safetensors file.
+
+    Raises:
+        WeightsFileError: the file is empty, cut short or not a safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _refuse_empty(path, advice)
+    try:
+        with safe_open(path, "pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118
+    except SafetensorError as err:
+        reason = str(err).removeprefix("Error while deserializing header: ")
+        raise WeightsFileError(
+            f"{path}: not a complete safetensors file ({reason}); it is cut short, damaged or another kind of "
+            f"file. {advice}"
+        ) from err
+
+
+def _refuse_empty(path: Path, advice: str) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsFileError(f"{path}: the file is empty (0 bytes). {advice}")
+
+
+def _torch_load(path: Path, advice: str, allow_legacy: bool):
+    """``torch.load(path, weights_only=True)``, memory-mapped where the format allows, or a WeightsFileError."""
+    import pickle
+    import warnings
+
+    _refuse_empty(path, advice)
+    try:
+        with warnings.catch_warnings():  # torch's notice on pickle protocols would come before our message
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return _load_mapped_or_whole(path, advice, allow_legacy)
+    except (OSError, WeightsFileError):
+        raise  # no permission, a read error: the OS's own message names the file
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise WeightsFileError(f"{path}: not a readable PyTorch checkpoint ({err}). {advice}") from err
+        raise WeightsFileError(
+            f"{path}: the pickle holds Python objects besides tensors, which could run code when loaded, so "
+            f"it is not read (only plain tensor checkpoints are, with weights_only=True). {advice}"
+        ) from err
+    except Exception as err:  # torch's reader fails on foreign or cut files in many ways (EOF, Key, Runtime)
+        raise WeightsFileError(
+            f"{path}: not a readable PyTorch checkpoint; it is cut short, damaged or another kind of file. "
+            f"{advice}"
+        ) from err
+
+
+def _load_mapped_or_whole(path: Path, advice: str, allow_legacy: bool):
+    """``torch.load`` memory-mapped; files in the legacy format are read whole if ``allow_legacy``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:  # files not in torch's zip format (legacy, or foreign) cannot be mapped
+        if "mmap" not in str(err):
+            raise
+    if not allow_legacy:
+        raise WeightsFileError(
+            f"{path}: not a tensor checkpoint that can be memory-mapped: it is not in torch's zip format (it is "
+            f"in the legacy pre-zip format, cut short, or another kind of file). {advice}"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -27,8 +27,12 @@ class GenerationDefaults:
             another native size (tiny components) gets the same aspect at its own size (:meth:`size_for`).
         native_size: the side in pixels the denoiser was trained at (``sample_size * vae_scale_factor``).
         num_inference_steps: denoising steps.
-        guidance_scale: classifier-free guidance weight.
+        guidance_scale: the pipeline's ``guidance_scale``: classifier-free guidance for FaceCLIP-SDXL, the
+            distilled-guidance input for FaceT5-FLUX (as in diffusers' ``FluxPipeline``).
         negative_prompt: the released negative prompt.
+        true_cfg_scale: true classifier-free guidance weight for pipelines that take ``true_cfg_scale``
+            (FaceT5-FLUX), ``None`` for the others.
+        size_multiple: sizes must be multiples of this (8 for SDXL; 16 for FLUX, whose latents are packed 2x2).
     """
 
     height: int
@@ -37,19 +41,19 @@ class GenerationDefaults:
     num_inference_steps: int
     guidance_scale: float
     negative_prompt: str
+    true_cfg_scale: float | None = None
+    size_multiple: int = 8
 
     def size_for(self, native_size: int) -> tuple[int, int]:
-        """``(height, width)`` for a denoiser of ``native_size`` pixels: the default size scaled, multiples of 8.
+        """``(height, width)`` for a denoiser of ``native_size`` pixels: the default size scaled, in multiples of
+        :attr:`size_multiple`.
 
         As diffusers derives its default size from the UNet config, tiny components get a tiny default size
         (the tiny SDXL UNet: 64 px native -> 72 x 56) while the released model keeps 1152 x 864.
         """
         scale = native_size / self.native_size
-        return _multiple_of_8(self.height * scale), _multiple_of_8(self.width * scale)
-
-
-def _multiple_of_8(value: float) -> int:
-    return max(8, 8 * round(value / 8))
+        step = self.size_multiple
+        return tuple(max(step, step * round(side * scale / step)) for side in (self.height, self.width))
 
 
 class SourceKind(enum.Enum):

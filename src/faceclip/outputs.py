@@ -176,6 +176,8 @@ def generation_metadata(
     height: int,
     width: int,
     model: str,
+    family: str | None = None,
+    true_cfg: float | None = None,
     face_file: str | None,
     face_sha256: str | None,
     face_index: int | None,
@@ -184,7 +186,8 @@ def generation_metadata(
 ) -> dict[str, object]:
     """The metadata of one generated image, as ``faceclip generate`` and the demo record it.
 
-    With it (and the face photo), the image can be made again with ``faceclip generate``.
+    With it (and the face photo), the image can be made again with ``faceclip generate`` (``--family``,
+    ``--guidance-scale``, ``--true-cfg`` where the family has true CFG, ...).
     """
     from faceclip import __version__
 
@@ -194,8 +197,10 @@ def generation_metadata(
         "seed": seed,
         "steps": steps,
         "guidance": guidance,
+        **({"true_cfg": true_cfg} if true_cfg is not None else {}),
         "size": f"{height}x{width}",
         "model": model,
+        "family": family,
         "face_file": face_file,
         "face_sha256": face_sha256,
         "face_index": face_index,

@@ -7,7 +7,8 @@ Every loader in the package (``load_pipeline``, both training stages, evaluation
 - a folder or hub repo in our layout: ``model_index.json`` as ``save_pretrained`` writes it; the pipeline class
   it names picks the family;
 - a folder or hub repo in the released layout: the released checkpoint files (``model/face_clip_encoder.pt`` and
-  ``model/unet.pt`` for FaceCLIP-SDXL); the files present pick the family.
+  ``model/unet.pt`` for FaceCLIP-SDXL, ``model/face_t5_encoder.pt`` and ``model/dit.pt`` for FaceT5-FLUX); the
+  files present pick the family, and ``family`` picks one where a folder or repo holds both.
 
 A hub id is told from a missing local path by its shape (``owner/name``). Adding a family is one entry in
 :data:`FAMILIES`; no caller changes.
@@ -27,12 +28,14 @@ from pathlib import Path
 
 from faceclip.hub import WeightsNotFoundError, is_hub_id
 from faceclip.model_family import ModelFamily, ModelSource, SourceKind
+from faceclip.pipelines.flux.registration import FACET5_FLUX
 from faceclip.pipelines.sdxl.registration import FACECLIP_SDXL
 
 logger = logging.getLogger(__name__)
 
-FAMILIES: tuple[ModelFamily, ...] = (FACECLIP_SDXL,)
-"""The model families, the default first."""
+FAMILIES: tuple[ModelFamily, ...] = (FACECLIP_SDXL, FACET5_FLUX)
+"""The model families, the default first. Both released families live in one hub repo (``ByteDance/FaceCLIP``):
+that repo resolves to the default family unless ``family`` names the other."""
 
 DEFAULT_MODEL = FACECLIP_SDXL.released_repo
 """The model surfaces load when none is named: the released FaceCLIP-SDXL weights."""
@@ -136,10 +139,16 @@ def _resolve_folder(folder: Path, text: str, wanted: ModelFamily | None) -> Mode
 
 
 def _family_of_index(index: Path) -> ModelFamily:
+    fix = "pass a folder written by save_pretrained, or save the pipeline again"
     try:
-        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
-        raise ModelArgumentError(f"{index}: not a readable pipeline index ({err}).") from None
+        contents = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelArgumentError(f"{index}: not a readable pipeline index ({err}); {fix}.") from None
+    if not isinstance(contents, dict):
+        raise ModelArgumentError(
+            f"{index}: holds a JSON {type(contents).__name__}, not a pipeline index (an object); {fix}."
+        )
+    class_name = contents.get("_class_name")
     if isinstance(class_name, list):  # ["module", "ClassName"]: a pipeline class that lives outside diffusers
         class_name = class_name[-1]
     for family in FAMILIES:

@@ -37,6 +37,10 @@ def test_eval_score_writes_all_reports_and_reports_bad_lines(
     assert report["images"][0]["id_sim"] > 0.9 and report["images"][1]["id_sim"] == 0.0
     assert report["aggregates"]["overall"]["no_face_rate"] == 0.5
     assert [p["line"] for p in report["problems"]] == [2, 4]
+    # Paths are relative to the report's folder, as in `eval run`'s report.
+    assert [(i["image"], i["reference"]) for i in report["images"]] == [("../same.png", "../ref.png"),
+                                                                        ("../noise.png", "../ref.png")]  # fmt: skip
+    assert report["problems"][1]["image"] == "../gone.png" and report["settings"]["manifest"] == "../m.jsonl"
     err = capsys.readouterr().err
     assert "scored 2 image(s)" in err and "2 problem(s)" in err and "report.md" in err
 

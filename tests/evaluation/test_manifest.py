@@ -46,9 +46,9 @@ def test_reads_entries_resolving_paths_against_the_manifest_folder(tmp_path):
     ],
 )
 def test_a_malformed_line_is_a_problem_with_its_line_number_and_the_rest_is_kept(tmp_path, text, expected):
-    good = json.dumps({"image": "a.png", "reference": "r.png", "prompt": "p"})
+    good, other = (json.dumps({"image": name, "reference": "r.png", "prompt": "p"}) for name in ("a.png", "b.png"))
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(f"{good}\n{text}\n{good}\n")
+    manifest.write_text(f"{good}\n{text}\n{other}\n")
     result = read_manifest(manifest)
     assert [entry.line for entry in result.entries] == [1, 3]
     (problem,) = result.problems

@@ -115,3 +115,79 @@ def test_contact_sheet_has_a_row_per_identity_reference_first(scores):
     assert sheet.getpixel((4 + 20, 4 + 10)) == (255, 0, 0)  # row a starts with its red reference
     assert sheet.getpixel((4 + 20, 48 + 10)) == (0, 0, 255)  # row b starts with its blue reference
     assert sheet.getpixel((4 + 2 * 44 + 20, 48 + 10)) == (255, 255, 255)  # row b has one generation only
+
+
+def test_report_paths_are_relative_to_the_report_folder_and_still_open(scores, tmp_path):
+    out = tmp_path / "reports" / "peer"
+    problems = [
+        ManifestProblem(4, "image: missing", image=str(tmp_path / "gone.png")),
+        ManifestProblem(5, "bad"),
+    ]
+    report = build_report(scores, problems, "rec", "clip", relative_to=out)
+    assert [(i["image"], i["reference"]) for i in report["images"]] == [
+        ("../../g1.png", "../../ref_a.png"),
+        ("../../g2.png", "../../ref_a.png"),
+        ("../../g3.png", "../../ref_b.png"),
+    ]
+    assert [p["image"] for p in report["problems"]] == ["../../gone.png", None]
+    written = write_reports(report, out)
+    assert json.loads(written["json"].read_text())["images"] == report["images"]
+    with Image.open(
+        written["contact_sheet"]
+    ) as sheet:  # the relative paths were opened from the report folder
+        assert sheet.convert("RGB").getpixel((4 + 80, 4 + 40)) == (255, 0, 0)  # identity a's red reference
+    absolute = build_report(scores, [], "rec", "clip")  # without a folder, paths stay as given
+    assert [i["image"] for i in absolute["images"]] == [s.image for s in scores]
+
+
+def test_contact_sheet_captions_are_readable():
+    from faceclip.evaluation.report import _caption
+
+    face = ImageScore(1, "g.png", "r.png", "p", "a", 0, 0.981, True, 0.9, 31.24, None)
+    assert _caption(face) == "ID-Sim 0.98 · CLIP-T 31.2"
+    assert (
+        _caption(ImageScore(**{**face.to_json(), "face_detected": False, "id_sim": 0.0}))
+        == "no face · CLIP-T 31.2"
+    )
+    assert _caption(ImageScore(**{**face.to_json(), "clip_t": None})) == "ID-Sim 0.98"
+
+
+def _captured_figure(monkeypatch):
+    """Keep the figure a plot function saves, so its axes can be checked."""
+    import faceclip.evaluation.report as report_module
+
+    captured = []
+    save = report_module._save_figure
+
+    def keep(fig, plt, path):
+        captured.append([(ax.get_xlim(), ax.get_ylim(), [t.get_text() for t in ax.texts]) for ax in fig.axes])
+        return save(fig, plt, path)
+
+    monkeypatch.setattr(report_module, "_save_figure", keep)
+    return captured
+
+
+def test_plots_of_all_zero_scores_keep_a_full_axis_and_say_why(scores, tmp_path, monkeypatch):
+    from faceclip.evaluation.report import plot_id_sim_vs_clip_t
+
+    captured = _captured_figure(monkeypatch)
+    zeros = [
+        ImageScore(**{**s.to_json(), "id_sim": 0.0, "face_detected": False, "clip_t": 22.0}) for s in scores
+    ]
+    plot_per_prompt(build_report(zeros, [], "rec", "clip"), tmp_path / "per_prompt.png")
+    plot_id_sim_vs_clip_t(zeros, tmp_path / "scatter.png")
+    (id_sim, clip_t), (scatter,) = captured
+    assert id_sim[0][0] <= 0 and id_sim[0][1] >= 1  # ID-Sim's axis spans 0..1 although every bar is 0
+    assert id_sim[2] == ["every image scores 0.00 (no face was detected in any image)"]
+    assert clip_t[0][0] <= 0 < 22 < clip_t[0][1] and clip_t[2] == ["every image scores 22.00"]
+    assert scatter[1][0] <= 0 and scatter[1][1] >= 1 and scatter[0][0] <= 17 and scatter[0][1] >= 27
+    assert scatter[2] == ["every image has ID-Sim 0.00 (no face was detected in any image)"]
+
+
+def test_plots_of_varied_scores_have_no_note(scores, tmp_path, monkeypatch):
+    from faceclip.evaluation.report import plot_id_sim_vs_clip_t
+
+    captured = _captured_figure(monkeypatch)
+    plot_per_prompt(build_report(scores, [], "rec", "clip"), tmp_path / "per_prompt.png")
+    plot_id_sim_vs_clip_t(scores, tmp_path / "scatter.png")
+    assert [texts for figure in captured for _, _, texts in figure] == [[], [], []]

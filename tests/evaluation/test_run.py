@@ -360,6 +360,38 @@ def test_manifest_of_eval_run_with_relative_paths_scores_from_another_directory(
     assert [(i["identity"], i["face_detected"]) for i in report["images"]] == [("astronaut", True)] * 2
 
 
+def test_eval_run_and_eval_score_write_the_same_paths_relative_to_the_report(
+    tmp_path, astronaut, photo_pipeline, monkeypatch
+):
+    work = tmp_path / "work"
+    (work / "ids").mkdir(parents=True)
+    astronaut.save(work / "ids" / "astronaut.png")
+    (work / "prompts.txt").write_text("a portrait of a person\n")
+    monkeypatch.chdir(work)
+    common = ["--no-clip", "--face-backend", "opencv", "--device", "cpu", "--no-contact-sheet"]
+    assert main(["eval", "run", "--model", "stand-in", "--identities", "ids", "--prompts", "prompts.txt",
+                 "--seeds", "2", "--out", "er", *common]) == 0  # fmt: skip
+    ran = json.loads((work / "er" / "report.json").read_text())
+    expected = [("images/astronaut/p000_seed0.png", "../ids/astronaut.png"),
+                ("images/astronaut/p000_seed1.png", "../ids/astronaut.png")]  # fmt: skip
+    assert [(i["image"], i["reference"]) for i in ran["images"]] == expected
+    assert (ran["settings"]["identities"], ran["settings"]["prompts"]) == ("../ids", "../prompts.txt")
+
+    # Scored again into the same folder from elsewhere, with an absolute manifest path: the same paths.
+    monkeypatch.chdir(tmp_path)
+    manifest = str(work / "er" / "manifest.jsonl")
+    assert main(["eval", "score", "--manifest", manifest, "--out", "work/er", "--overwrite", *common]) == 0
+    scored = json.loads((work / "er" / "report.json").read_text())
+    assert [(i["image"], i["reference"]) for i in scored["images"]] == expected
+    assert scored["settings"]["manifest"] == "manifest.jsonl"
+    # Into another folder: relative to that folder, naming the same files.
+    assert main(["eval", "score", "--manifest", manifest, "--out", "work/er/again", *common]) == 0
+    again = json.loads((work / "er" / "again" / "report.json").read_text())
+    assert [(i["image"], i["reference"]) for i in again["images"]] == [
+        ("../" + image, "../" + reference) for image, reference in expected
+    ]
+
+
 def test_eval_run_refuses_to_mix_in_images_of_other_settings(tmp_path, astronaut, photo_pipeline, capsys):
     (tmp_path / "ids").mkdir()
     astronaut.save(tmp_path / "ids" / "astronaut.png")

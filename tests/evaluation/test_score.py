@@ -14,7 +14,10 @@ def scored(tmp_path_factory, astronaut, noise_image, identity_scorer, tiny_clip)
     root = tmp_path_factory.mktemp("scored")
     astronaut.save(root / "astronaut.png")
     ImageOps.mirror(astronaut).resize((256, 256)).save(root / "gen_same.png")
+    for name in ("gen_same_2.png", "gen_same_3.png"):  # each image is listed once (a repeat is skipped)
+        ImageOps.mirror(astronaut).resize((256, 256)).save(root / name)
     noise_image.save(root / "gen_noise.png")
+    noise_image.save(root / "gen_noise_2.png")
     noise_image.save(root / "noface_ref.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     lines = [
@@ -29,10 +32,10 @@ def scored(tmp_path_factory, astronaut, noise_image, identity_scorer, tiny_clip)
         "{broken",
         {"image": "missing.png", "reference": "astronaut.png", "prompt": "a portrait"},
         {"image": "corrupt.png", "reference": "astronaut.png", "prompt": "a portrait"},
-        {"image": "gen_same.png", "reference": "no_such_ref.png", "prompt": "a portrait"},
-        {"image": "gen_same.png", "reference": "noface_ref.png", "prompt": "a portrait"},
+        {"image": "gen_same_2.png", "reference": "no_such_ref.png", "prompt": "a portrait"},
+        {"image": "gen_same_3.png", "reference": "noface_ref.png", "prompt": "a portrait"},
         {
-            "image": "gen_noise.png",
+            "image": "gen_noise_2.png",
             "reference": "astronaut.png",
             "prompt": "on the moon",
             "identity": "eileen",

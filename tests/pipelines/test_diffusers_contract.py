@@ -115,8 +115,9 @@ def test_folders_saved_before_the_import_files_still_load(saved, pipe):
     (saved / "model_index.json").write_text(json.dumps(index))
     (saved / "faceclip_pipeline.py").unlink()
     (saved / "faceclip_encoder" / "faceclip_encoder.py").unlink()
+    # Loaded weights can sit at other memory alignments, which changes CPU kernels' rounding (~1e-6).
     np.testing.assert_allclose(
-        generate(FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)), generate(pipe)
+        generate(FaceCLIPStableDiffusionXLPipeline.from_pretrained(saved)), generate(pipe), atol=1e-5
     )
 
 

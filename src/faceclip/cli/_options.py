@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from faceclip.cli._errors import CommandError
 
 RELEASED_MODEL = "ByteDance/FaceCLIP"
-"""The default ``--model``: the released FaceCLIP-SDXL weights (``faceclip.pipelines.RELEASED_REPO``)."""
+"""The default ``--model``: the released weights of both families (``faceclip.registry.DEFAULT_MODEL``)."""
+
+FAMILY_NAMES = ("faceclip-sdxl", "facet5-flux")
+"""``--family`` choices: the names in ``faceclip.registry.FAMILIES`` (spelled here so ``--help`` stays instant;
+a test checks they agree)."""
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +23,16 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
         default=RELEASED_MODEL,
         metavar="ID_OR_DIR",
         help=f"'{RELEASED_MODEL}' (the released weights, default), a hub id or folder saved by the pipeline, "
-        "a folder in the released layout (model/face_clip_encoder.pt and model/unet.pt), or 'tiny-random' "
+        "a folder in the released layout (model/face_clip_encoder.pt and model/unet.pt for FaceCLIP-SDXL, "
+        "model/face_t5_encoder.pt and model/dit.pt for FaceT5-FLUX), or 'tiny-random' / 'tiny-random-flux' "
         "(random weights: noise, for testing)",
+    )
+    parser.add_argument(
+        "--family",
+        choices=FAMILY_NAMES,
+        default=None,
+        help="the model family, where --model holds both (the released repo does): faceclip-sdxl (default) or "
+        "facet5-flux (FaceT5-FLUX; FLUX.1-dev's non-commercial licence applies)",
     )
 
 
@@ -37,13 +49,21 @@ def add_generation_options(parser: argparse.ArgumentParser, batch_size: bool = T
         dest="guidance_scale",
         type=float,
         metavar="G",
-        help="classifier-free guidance scale (default: the model's, 5.0 for FaceCLIP-SDXL)",
+        help="guidance scale: classifier-free guidance for FaceCLIP-SDXL (default 5.0), FLUX's distilled "
+        "guidance for FaceT5-FLUX (default 1.0)",
+    )
+    parser.add_argument(
+        "--true-cfg",
+        dest="true_cfg_scale",
+        type=float,
+        metavar="G",
+        help="true classifier-free guidance, FaceT5-FLUX only (default 3.5; 1 turns it off and halves the time)",
     )
     parser.add_argument(
         "--size",
         metavar="HxW",
-        help="image height x width, multiples of 8 (default: the model's, 1152x864 for FaceCLIP-SDXL; "
-        "72x56 for tiny-random)",
+        help="image height x width, multiples of 8 (16 for FaceT5-FLUX) (default: the model's, 1152x864; "
+        "72x56 for tiny-random, 144x112 for tiny-random-flux)",
     )
     parser.add_argument(
         "--negative-prompt", metavar="TEXT", help="negative prompt (default: the model's; '' for none)"
@@ -96,6 +116,7 @@ SETTINGS_OPTIONS = {
     "num_images": "-n",
     "num_inference_steps": "--steps",
     "guidance_scale": "--guidance-scale",
+    "true_cfg_scale": "--true-cfg",
     "height": "--size (height)",
     "width": "--size (width)",
     "batch_size": "--batch-size",
@@ -116,18 +137,34 @@ def settings_errors_as_options(options: dict[str, str] | None = None) -> Iterato
         raise CommandError(f"{names.get(error.field, error.field)} {error.reason}") from None
 
 
+def require_output_folder(out) -> None:
+    """Refuse an ``--out`` that cannot receive outputs (a file, a folder without write permission); nothing is
+    created.
+
+    Raises:
+        CommandError: naming ``--out`` and what to do.
+    """
+    from faceclip.outputs import output_folder_problem
+
+    problem = output_folder_problem(out)
+    if problem:
+        raise CommandError(f"--out {problem}")
+
+
 def load_model(args: argparse.Namespace, dtype, command: str):
     """Load what ``--model`` and ``--base-model`` name: ``(pipeline, ModelSource)``.
 
     Missing weights become one :class:`CommandError` that also says how to try ``command`` without them.
     """
     from faceclip.hub import WeightsNotFoundError
-    from faceclip.registry import load_pipeline, resolve_model
+    from faceclip.registry import get_family, load_pipeline, resolve_model
 
+    family = getattr(args, "family", None)
     try:
-        source = resolve_model(args.model)
+        source = resolve_model(args.model, family=family)
         return load_pipeline(source, base_model=args.base_model, torch_dtype=dtype), source
     except WeightsNotFoundError as error:
+        tiny = get_family(family).tiny_name if family else "tiny-random"
         raise CommandError(
-            f"{error}\nTo try it without weights (the images are noise): faceclip {command} --model tiny-random"
+            f"{error}\nTo try it without weights (the images are noise): faceclip {command} --model {tiny}"
         ) from None

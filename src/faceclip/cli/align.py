@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from faceclip.cli._errors import CommandError
-from faceclip.cli._options import add_overwrite_option
+from faceclip.cli._options import add_overwrite_option, require_output_folder
 from faceclip.outputs import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def prepare(args: argparse.Namespace):
     inputs, missing = collect_inputs(args.inputs, set(Image.registered_extensions()))
     if not inputs and not missing:
         raise CommandError("no image files found in the given folders.")
-    problem = check_output_folder(args.out) or check_separate_from_inputs(args.out, args.inputs, inputs)
+    require_output_folder(args.out)
+    problem = check_separate_from_inputs(args.out, args.inputs, inputs)
     if problem:
         raise CommandError(problem)
     try:
@@ -159,14 +160,6 @@ def align_one(
     except OSError as error:
         return f"cannot write '{writing}': {error.strerror or error}"
     return None
-
-
-def check_output_folder(out: Path) -> str | None:
-    """Why ``out`` cannot be the output folder (a message naming ``--out``), or ``None`` when it can."""
-    from faceclip.outputs import output_folder_problem
-
-    problem = output_folder_problem(out)
-    return f"--out {problem}" if problem else None
 
 
 def check_separate_from_inputs(out: Path, items: list[str], inputs: list[Path]) -> str | None:

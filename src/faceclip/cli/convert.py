@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from faceclip.convert import CheckpointKeyError
     from faceclip.devices import resolve_dtype
-    from faceclip.hub import WeightsNotFoundError
+    from faceclip.hub import WeightsFileError, WeightsNotFoundError
     from faceclip.models import FaceCLIPEncoder
     from faceclip.outputs import atomic_path
     from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         encoder = FaceCLIPEncoder.from_official(
             args.released, config=args.config, torch_dtype=resolve_dtype(args.dtype)
         )
+    except WeightsFileError as err:  # names the file itself
+        raise CommandError(str(err)) from None
     except (WeightsNotFoundError, CheckpointKeyError, ValueError) as err:
         raise CommandError(f"--released {args.released}: {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)

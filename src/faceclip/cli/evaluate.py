@@ -22,6 +22,7 @@ from faceclip.cli._options import (
     add_model_option,
     add_overwrite_option,
     load_model,
+    require_output_folder,
     settings_errors_as_options,
 )
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid = commands.add_parser(
         "run",
         help="generate identities x prompts x seeds with our pipeline, then score them",
-        description="Generate the evaluation grid with a FaceCLIP-SDXL pipeline, then score it. Launched with "
+        description="Generate the evaluation grid with a FaceCLIP pipeline (either family), then score it. Launched with "
         "`accelerate launch`, the grid is split across the processes.",
     )
     add_model_option(grid)
@@ -114,11 +115,11 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 def run_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from faceclip.evaluation.manifest import read_manifest
+    from faceclip.evaluation.manifest import read_manifest, relative_path
     from faceclip.evaluation.report import REPORT_FILES
 
     _check_positive(args, "batch_size")
-    _check_out(args.out)
+    require_output_folder(args.out)
     earlier = [name for name in REPORT_FILES.values() if (Path(args.out) / name).exists()]
     if earlier and not args.overwrite:
         raise CommandError(
@@ -129,10 +130,27 @@ def run_score(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.manifest)
     except (FileNotFoundError, ValueError) as err:
         raise CommandError(f"--manifest {args.manifest}: {err}") from None
+    if not manifest.entries and not manifest.problems:
+        raise CommandError(
+            f"--manifest: manifest {args.manifest} lists no images (only blank or comment lines); write one JSON "
+            'object per line, e.g. {"image": "gen.png", "reference": "face.jpg", "prompt": "a portrait"}.'
+        )
     for problem in manifest.problems:
-        logger.warning("%s: %s", args.manifest, problem)
-    settings = {"command": "score", "manifest": str(args.manifest)}
+        logger.warning("%s:%d: %s", args.manifest, problem.line, problem.message)
+    if not manifest.entries:
+        raise CommandError(
+            f"--manifest: every line of manifest {args.manifest} was dropped: "
+            f"{_listed(manifest.problems, args.manifest)}. Nothing was scored; fix those lines."
+        )
+    settings = {"command": "score", "manifest": relative_path(args.manifest, args.out)}
     return _score_and_report(args, manifest.entries, list(manifest.problems), settings, _process_state(args))
+
+
+def _listed(problems: list, source: str, limit: int = 3) -> str:
+    """The first ``limit`` problems as ``"SOURCE:LINE: message; ..."``, and how many more there are."""
+    text = "; ".join(f"{source}:{problem.line}: {problem.message}" for problem in problems[:limit])
+    more = len(problems) - limit
+    return text + (f"; and {more} more (listed above)" if more > 0 else "")
 
 
 def run_grid_command(args: argparse.Namespace) -> int:
@@ -170,14 +188,15 @@ def plan(args: argparse.Namespace):
     from faceclip.evaluation.run import find_identities, plan_grid
     from faceclip.generation import GenerationSettings, consecutive_seeds
 
-    _check_out(args.out)
+    require_output_folder(args.out)
     identities = find_identities(args.identities)
     prompts = load_prompts(args.prompts)
     height, width = parse_size(args.size) if args.size else (args.height, args.width)
     settings = GenerationSettings(
         prompts=tuple(prompts), seeds=consecutive_seeds(args.first_seed, args.seeds),
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, height=height, width=width, batch_size=args.seeds,
+        guidance_scale=args.guidance_scale, true_cfg_scale=args.true_cfg_scale, height=height, width=width,
+        batch_size=args.seeds,
     ).validate()  # fmt: skip
     cells = plan_grid(identities, prompts, settings.seeds, baselines=args.clip_i and not args.no_clip)
     return cells, settings
@@ -206,7 +225,7 @@ def _write_manifest_and_score(args, cells, results, settings, state, pipe) -> in
     """Write ``manifest.jsonl`` (main process) and score the images that could be made."""
     from pathlib import Path
 
-    from faceclip.evaluation.manifest import ManifestProblem, write_manifest
+    from faceclip.evaluation.manifest import ManifestProblem, relative_path, write_manifest
     from faceclip.evaluation.run import grid_manifest
 
     out = Path(args.out)
@@ -224,8 +243,8 @@ def _write_manifest_and_score(args, cells, results, settings, state, pipe) -> in
     run_settings = {
         "command": "run",
         "model": str(args.model),
-        "identities": str(args.identities),
-        "prompts": str(args.prompts),
+        "identities": relative_path(args.identities, out),
+        "prompts": relative_path(args.prompts, out) if Path(args.prompts).is_file() else args.prompts,
         "seeds": list(settings.seeds),
         "generation": {"steps": settings.num_inference_steps, "guidance": settings.guidance_scale,
                        "size": f"{settings.height}x{settings.width}", "negative_prompt": settings.negative_prompt},
@@ -267,13 +286,18 @@ def _score_and_report(args: argparse.Namespace, entries: list, problems: list, s
     if not main_process:
         return 0
 
-    report = build_report(result.scores, result.problems, recognizer, clip.name if clip else None, settings)
+    clip_name = clip.name if clip else None
+    report = build_report(
+        result.scores, result.problems, recognizer, clip_name, settings, relative_to=args.out
+    )
     write_reports(report, args.out, contact_sheet=not args.no_contact_sheet)
     overall = report["aggregates"]["overall"]
     print(_summary_line(overall, len(result.problems)), file=sys.stderr)
     print(f"report: {Path(args.out) / REPORT_FILES['markdown']}", file=sys.stderr)
     if not result.scores:
-        print("faceclip eval: no image could be scored; see the problems above.", file=sys.stderr)
+        source = getattr(args, "manifest", None) or str(Path(args.out) / "manifest.jsonl")  # score | run
+        print(f"faceclip eval: no image could be scored: every line was dropped: {_listed(result.problems, source)}.",
+              file=sys.stderr)  # fmt: skip
         return 1
     return 1 if args.strict and result.problems else 0
 
@@ -310,14 +334,6 @@ def _process_state(args: argparse.Namespace):
     from faceclip.evaluation.parallel import process_state
 
     return process_state(cpu=True if args.device == "cpu" else None)
-
-
-def _check_out(out: str) -> None:
-    from faceclip.outputs import output_folder_problem
-
-    problem = output_folder_problem(out)
-    if problem:
-        raise CommandError(f"--out {problem}")
 
 
 def _check_positive(args: argparse.Namespace, name: str) -> None:

@@ -88,7 +88,8 @@ def generate(args: argparse.Namespace) -> int:
     settings = GenerationSettings(
         prompts=tuple(prompts), seeds=consecutive_seeds(seed, args.num_images),
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, height=height, width=width, batch_size=args.batch_size,
+        guidance_scale=args.guidance_scale, true_cfg_scale=args.true_cfg_scale, height=height, width=width,
+        batch_size=args.batch_size,
     ).validate()  # fmt: skip
     out = OutputFolder(args.out, inputs=[args.face, args.prompts_file], overwrite=args.overwrite)
     out.check_names(
@@ -160,10 +161,14 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
                 else "missing"
             )
             raise CommandError(f"--prompts-file {prompts_file} is {what}; pass a UTF-8 text file of prompts.")
+        from faceclip.text_input import NotUTF8Error, read_utf8
+
         try:
-            text = prompts_file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as error:
-            raise CommandError(f"cannot read --prompts-file {prompts_file}: {error}") from None
+            text = read_utf8(prompts_file)
+        except NotUTF8Error as error:
+            raise CommandError(f"--prompts-file: {error}") from None
+        except OSError as error:
+            raise CommandError(f"cannot read --prompts-file {prompts_file}: {error.strerror or error}") from None
         out += [
             line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]

@@ -7,6 +7,7 @@ import json
 import sys
 
 from faceclip.cli._errors import CommandError
+from faceclip.cli._options import require_output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from faceclip.hub import WeightsNotFoundError
     from faceclip.training.prepare import list_items, prepare_shards
 
+    require_output_folder(args.out)
     try:
         from faceclip.face import FaceAnalyzer, FaceModelNotFoundError
         from faceclip.training.targets import build_image_tower

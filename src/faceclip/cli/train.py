@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 
-from faceclip.cli._errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+from faceclip.cli._errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CommandError
+from faceclip.cli._options import require_output_folder
 
 PROG = "faceclip train"
 
@@ -88,12 +89,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         values["run.max_steps"] = args.max_steps
     try:
+        require_output_folder(args.out)
         config = load_config(args.stage, args.config, list(args.overrides), values)
         # Checked here too, so a refusal comes before the models load; fit checks again before writing.
         check_run_folder(args.out, resuming=args.resume is not None, overwrite=args.overwrite)
         metrics = _fit(args, config)
-    except (ConfigError, RunFolderInUseError, WeightsNotFoundError, FileNotFoundError, ImportError, ValueError,
-            KeyError, NoReadableSampleError) as err:  # fmt: skip
+    except (CommandError, ConfigError, RunFolderInUseError, WeightsNotFoundError, FileNotFoundError, ImportError,
+            ValueError, KeyError, NoReadableSampleError) as err:  # fmt: skip
         return _error(err)
     except NonFiniteLossError as err:
         return _error(err, code=EXIT_FAILED)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -286,12 +285,17 @@ def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
     """Read released weights: a ``.pt`` (``torch.load(weights_only=True)``, never executing code) or
     ``.safetensors`` file, or a folder / hub repo holding ``model/face_clip_encoder.pt``.
 
+    Each tensor is checked as it is read; tensors holding NaN or infinity are counted in one warning.
+
     Raises:
         faceclip.hub.WeightsNotFoundError: the file cannot be found.
-        ValueError: the file holds something other than a state dict.
+        faceclip.hub.WeightsFileError: the file is empty, cut short, not a checkpoint, or holds more than
+            tensors (a ``ValueError``).
     """
-    from faceclip.hub import resolve_file
+    from faceclip.convert.finite import NonFiniteTensors
+    from faceclip.hub import read_state_dict_file, resolve_file
     from faceclip.pipelines.sdxl.family import LICENSE_NOTICE as NONCOMMERCIAL_NOTICE
+    from faceclip.pipelines.sdxl.family import RELEASED_REPO
 
     path = Path(source).expanduser()
     if not path.is_file():
@@ -299,24 +303,12 @@ def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
             source, RELEASED_FILENAME, what="the released FaceCLIP encoder weights", hint=NONCOMMERCIAL_NOTICE
         )
     logger.info("Loading %s. %s", path, NONCOMMERCIAL_NOTICE)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as err:
-        raise ValueError(
-            f"{path}: not a plain tensor checkpoint ({str(err).splitlines()[0]}); only state dicts of tensors "
-            "are read (weights_only=True), never code."
-        ) from err
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}.")
-    return dict(obj)
+    state_dict = read_state_dict_file(
+        path,
+        advice=f"Pass the released {RELEASED_FILENAME} (hf download {RELEASED_REPO} {RELEASED_FILENAME}).",
+    )
+    nonfinite = NonFiniteTensors(path)
+    for key, tensor in state_dict.items():
+        nonfinite.check(key, tensor)
+    nonfinite.warn()
+    return state_dict

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -320,22 +319,19 @@ def load_released_state_dict(source: str | os.PathLike) -> dict[str, torch.Tenso
 
     Raises:
         faceclip.hub.WeightsNotFoundError: the file cannot be found.
-        ValueError: the file is not a zip-format state dict of tensors.
+        faceclip.hub.WeightsFileError: the file is empty, cut short, not a zip-format state dict of tensors,
+            or holds more than tensors (a ``ValueError``).
     """
+    from faceclip.hub import read_state_dict_file
+    from faceclip.pipelines.flux.family import RELEASED_REPO
+
     path = resolve_released_file(source)
     logger.warning("Loading %s. %s", path, LICENSE_NOTICE)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
-        raise ValueError(
-            f"{path}: not a tensor checkpoint that can be memory-mapped ({str(err).splitlines()[0]}); only "
-            "zip-format state dicts of tensors are read (weights_only=True), never code."
-        ) from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}.")
-    return dict(obj)
+    return read_state_dict_file(
+        path,
+        advice=f"Pass the released {RELEASED_FILENAME} (hf download {RELEASED_REPO} {RELEASED_FILENAME}).",
+        allow_legacy=False,
+    )
 
 
 def load_released_t5_tokenizer(source: str | os.PathLike):

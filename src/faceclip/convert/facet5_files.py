@@ -23,6 +23,7 @@ from faceclip.convert.facet5_encoder import (
     released_key_map,
     resolve_released_file,
 )
+from faceclip.convert.finite import NonFiniteTensors
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,11 @@ def _plan_shards(layout: list[tuple], max_shard_bytes: int) -> list[list[tuple]]
     return shards
 
 
-def _shard_tensors(path: Path, key_map: Mapping, shard: list[tuple], sources: Mapping[str, str]):
-    """Map the file afresh and yield the shard's tensors in order; the mapping is released afterwards."""
+def _shard_tensors(
+    path: Path, key_map: Mapping, shard: list[tuple], sources: Mapping[str, str], nonfinite: NonFiniteTensors
+):
+    """Map the file afresh and yield the shard's tensors in order, each counted by ``nonfinite`` as it passes;
+    the mapping is released afterwards."""
     released = normalize_released_keys(load_released_state_dict(path))
     try:
         for name, _shape, dtype in shard:
@@ -96,7 +100,7 @@ def _shard_tensors(path: Path, key_map: Mapping, shard: list[tuple], sources: Ma
             if rows is not None:
                 block = tensor.shape[0] // 3
                 tensor = tensor[rows[0] * block : rows[1] * block]
-            yield name, tensor.to(dtype)
+            yield name, nonfinite.check(sources[name], tensor).to(dtype)
     finally:
         released.clear()
 
@@ -150,12 +154,14 @@ def convert_facet5_encoder(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         model.save_config(tmp)
+        nonfinite = NonFiniteTensors(path)
         for name, shard in zip(names, shards):
-            write_safetensors(tmp / name, _shard_tensors(path, key_map, shard, sources), shard)
+            write_safetensors(tmp / name, _shard_tensors(path, key_map, shard, sources, nonfinite), shard)
         if len(shards) > 1:
             total = sum(torch.Size(s).numel() * d.itemsize for _k, s, d in layout)
             weight_map = {key: name for name, shard in zip(names, shards) for key, _s, _d in shard}
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2))
+    nonfinite.warn()
     logger.info("Converted %s -> %s (%d shards).", path, out_dir, len(shards))
     return Path(out_dir)

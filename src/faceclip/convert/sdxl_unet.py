@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
+from faceclip.convert.finite import NonFiniteTensors
+
 logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "unet.")
@@ -24,7 +26,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "unet.")
 
 
 class UNetConversionError(ValueError):
-    """The state dict does not fit the UNet config (missing, unexpected or mis-shaped keys)."""
+    """The released UNet file cannot be read as a state dict, or it does not fit the UNet config (missing,
+    unexpected or mis-shaped keys)."""
 
 
 def expected_unet_shapes(config: Mapping[str, object]) -> dict[str, torch.Size]:
@@ -72,15 +75,20 @@ def convert_released_unet_state_dict(
 
 
 def load_released_unet_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a pickled UNet state dict safely (``weights_only=True``, memory-mapped)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise UNetConversionError(
-            f"{path}: expected a state dict (a mapping of tensors), found {type(obj).__name__}."
-        )
-    return dict(obj)
+    """Read a pickled UNet state dict safely (``weights_only=True``, memory-mapped).
+
+    Raises:
+        UNetConversionError: the file is empty, cut short, not a checkpoint, or holds more than tensors (the
+            message names it and how to get the released file).
+    """
+    from faceclip.hub import WeightsFileError, read_state_dict_file
+    from faceclip.pipelines.sdxl.family import RELEASED_REPO, RELEASED_UNET_FILE
+
+    advice = f"Pass the released {RELEASED_UNET_FILE} (hf download {RELEASED_REPO} {RELEASED_UNET_FILE})."
+    try:
+        return read_state_dict_file(path, advice=advice)
+    except WeightsFileError as err:
+        raise UNetConversionError(str(err)) from err
 
 
 def convert_released_unet(
@@ -88,18 +96,32 @@ def convert_released_unet(
     config: Mapping[str, object],
     out_dir: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Convert ``model/unet.pt`` into a diffusers UNet folder (``config.json`` + safetensors) at ``out_dir``.
+
+    Tensors holding NaN or infinity are counted as they pass, in one warning naming ``path``.
 
     Args:
         path: the released pickled UNet state dict.
         config: the SDXL UNet config the weights belong to.
         out_dir: destination folder (created).
         torch_dtype: cast the weights before saving; ``None`` keeps the stored dtype.
+        state_dict: the file's contents when already read (:func:`load_released_unet_file`); else it is read.
+
+    Raises:
+        UNetConversionError: the file cannot be read as a state dict, or its keys or shapes do not fit
+            ``config``.
     """
-    state_dict = convert_released_unet_state_dict(load_released_unet_file(path), config)
-    if torch_dtype is not None:
-        state_dict = {key: value.to(torch_dtype) for key, value in state_dict.items()}
+    if state_dict is None:
+        state_dict = load_released_unet_file(path)
+    state_dict = convert_released_unet_state_dict(state_dict, config)
+    nonfinite = NonFiniteTensors(path)
+    state_dict = {
+        key: nonfinite.check(key, value).to(torch_dtype or value.dtype) for key, value in state_dict.items()
+    }
+    nonfinite.warn()
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(dict(config))
     unet.load_state_dict(state_dict, strict=True, assign=True)

@@ -8,19 +8,21 @@ terms. Relative paths are resolved against the manifest's folder. Example line::
 Optional keys: ``identity`` (a name for per-identity tables; default: the reference file's stem), ``seed``
 (an integer) and ``baseline`` (the same seed generated without the identity, for CLIP-I).
 
-A line that cannot be read does not stop the others: it becomes a :class:`ManifestProblem` carrying its
-1-based line number.
+A line that cannot be read (not UTF-8, not JSON, a key missing) does not stop the others: it becomes a
+:class:`ManifestProblem` carrying its 1-based line number. So does a line listing an image that an earlier line
+lists already: each image is counted once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from faceclip.outputs import write_text_atomic
+from faceclip.text_input import NotUTF8Error, decode_utf8
 
 REQUIRED_KEYS = ("image", "reference", "prompt")
 OPTIONAL_KEYS = ("identity", "seed", "baseline")
@@ -51,15 +53,15 @@ class ManifestEntry:
     def to_json(self, relative_to: Path | None = None) -> dict:
         """The entry as a manifest line (paths relative to ``relative_to``, the manifest's folder, if given)."""
         record = {
-            "image": _relpath(self.image, relative_to),
-            "reference": _relpath(self.reference, relative_to),
+            "image": relative_path(self.image, relative_to),
+            "reference": relative_path(self.reference, relative_to),
             "prompt": self.prompt,
             "identity": self.identity,
         }
         if self.seed is not None:
             record["seed"] = self.seed
         if self.baseline is not None:
-            record["baseline"] = _relpath(self.baseline, relative_to)
+            record["baseline"] = relative_path(self.baseline, relative_to)
         return record
 
 
@@ -87,10 +89,12 @@ class Manifest:
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read a JSONL manifest; malformed lines become problems (with their line number), not exceptions.
+    """Read a JSONL manifest; bad lines become problems (with their line number), not exceptions.
 
-    Only the syntax and the keys are checked here; whether each file exists and decodes is checked when it is
-    scored, so every problem is still reported against its line.
+    A line that is not UTF-8 or not a valid entry, or that lists an image an earlier line lists already (it is
+    counted once, from the earlier line), is dropped with a problem. Only the syntax and the keys are checked
+    here; whether each file exists and decodes is checked when it is scored, so every problem is still reported
+    against its line.
 
     Raises:
         FileNotFoundError: the manifest itself does not exist.
@@ -103,15 +107,49 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     base = path.resolve().parent
     entries: list[ManifestEntry] = []
     problems: list[ManifestProblem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip() or text.lstrip().startswith("#"):
-                continue
-            try:
-                entries.append(parse_line(text, number, base))
-            except ValueError as err:
-                problems.append(ManifestProblem(number, str(err)))
+    first: dict[Path, ManifestEntry] = {}  # resolved image -> the entry that listed it first
+    for number, text in _lines(path):
+        if isinstance(text, NotUTF8Error):
+            problems.append(ManifestProblem(number, text.reason))
+            continue
+        try:
+            entry = parse_line(text, number, base)
+        except ValueError as err:
+            problems.append(ManifestProblem(number, str(err)))
+            continue
+        earlier = first.setdefault(entry.image.resolve(), entry)
+        if earlier is not entry:
+            problems.append(
+                ManifestProblem(number, _duplicate_message(entry, earlier), image=str(entry.image))
+            )
+            continue
+        entries.append(entry)
     return Manifest(entries, problems)
+
+
+def _duplicate_message(entry: ManifestEntry, earlier: ManifestEntry) -> str:
+    """The problem of ``entry``, whose image ``earlier`` lists already (saying what else differs, if anything)."""
+    fields = ("reference", "prompt", "identity", "seed", "baseline")
+    differing = [name for name in fields if getattr(entry, name) != getattr(earlier, name)]
+    also = f" with another {' and '.join(differing)}" if differing else ""
+    return (
+        f"lists the same image as line {earlier.line} ({entry.image.name}){also}; each image is counted once, "
+        f"from line {earlier.line}, so this line is skipped"
+    )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | NotUTF8Error]]:
+    """``(number, text)`` of each line that is not blank or a comment, decoded on its own, so a line that is not
+    UTF-8 (its error in place of the text) drops only itself."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = decode_utf8(raw, path, first_line=number)
+            except NotUTF8Error as err:
+                yield number, err
+                continue
+            if text.strip() and not text.lstrip().startswith("#"):
+                yield number, text
 
 
 def parse_line(text: str, line: int, base: Path) -> ManifestEntry:
@@ -168,14 +206,14 @@ def _resolve(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _relpath(path: Path, base: Path | None) -> str:
-    """``path`` as written in a manifest whose folder is ``base``: relative to ``base`` (with ``..`` when it lies
-    outside), so the line reads back to the same file whatever the working directory; absolute where no
+def relative_path(path: str | os.PathLike, base: str | os.PathLike | None) -> str:
+    """``path`` as written in a manifest or report whose folder is ``base``: relative to ``base`` (with ``..``
+    when it lies outside), so it reads back to the same file whatever the working directory; absolute where no
     relative path exists (another drive on Windows). Without ``base``, ``path`` as given."""
     if base is None:
         return str(path)
     resolved = Path(path).resolve()
     try:
-        return Path(os.path.relpath(resolved, base)).as_posix()
+        return Path(os.path.relpath(resolved, Path(base).resolve())).as_posix()
     except ValueError:
         return str(resolved)

@@ -12,6 +12,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from faceclip.text_input import NotUTF8Error, read_utf8
+
 PROMPT_SETS = ("portrait", "scenes")
 """Names of the shipped prompt lists (``faceclip/evaluation/prompts/<name>.txt``)."""
 
@@ -24,11 +26,14 @@ def load_prompts(source: str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: ``source`` is neither an existing file nor a shipped list's name.
-        ValueError: the file holds no prompt.
+        ValueError: the file holds no prompt, or is not UTF-8 (the message names the line).
     """
     path = Path(source).expanduser()
     if path.is_file():
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
+        try:
+            text = read_utf8(path)  # a byte-order mark is not part of the first prompt
+        except NotUTF8Error as err:
+            raise ValueError(f"--prompts: {err}") from None
     elif str(source) in PROMPT_SETS:
         text = (
             resources.files("faceclip.evaluation")

@@ -5,6 +5,7 @@
 >>> images = pipe(face_image="photo.jpg", prompt="a person hiking", num_inference_steps=2).images
 """
 
+from faceclip.pipelines import quiet_diffusers_pipelines  # noqa: F401 (first: see its docstring)
 from faceclip.pipelines.face_input import FACE_SIZE, PreparedFace, prepare_face
 from faceclip.pipelines.sdxl import FaceCLIPStableDiffusionXLPipeline
 from faceclip.pipelines.sdxl.tiny import build_tiny_components

@@ -25,14 +25,15 @@ import json
 import logging
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from faceclip.hub import WeightsFileError, read_safetensors
 from faceclip.outputs import write_text_atomic
 from faceclip.training.run_folder import CHECKPOINTS, LATEST
 
@@ -249,7 +250,7 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     latest = path / CHECKPOINTS / LATEST
     if latest.is_file():
-        found = latest.parent / latest.read_text().strip()
+        found = latest.parent / latest.read_text(encoding="utf-8", errors="replace").strip()
         if (found / "training_state.json").is_file():
             return found
         available = ", ".join(p.name for _, p in sorted(_checkpoint_steps(latest.parent).items())) or "none"
@@ -264,22 +265,89 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` (``path`` as in :func:`find_checkpoint`)."""
-    from safetensors import safe_open
+    """Load a checkpoint written by :func:`save_checkpoint` (``path`` as in :func:`find_checkpoint`).
 
+    Raises:
+        FileNotFoundError: nothing to resume from (see :func:`find_checkpoint`).
+        CheckpointDamagedError: a file of the checkpoint is cut short or broken (the message names it, and the
+            earlier checkpoint to resume from instead, if there is one).
+    """
     path = find_checkpoint(path)
-    with safe_open(path / "optimizer.safetensors", "pt") as f:
-        opt_meta = f.metadata()
-        opt_tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    with safe_open(path / "rng.safetensors", "pt") as f:
-        rng_meta = f.metadata()
-        rng_tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    advice = _damaged_advice(path)
+    state = _read_training_state(path / "training_state.json", advice)
+    opt_tensors, opt_meta = _read_tensors(path / "optimizer.safetensors", advice)
+    rng_tensors, rng_meta = _read_tensors(path / "rng.safetensors", advice)
     ema_path = path / "ema.safetensors"
-    return Checkpoint(
-        path=path,
-        model=load_file(path / "model.safetensors"),
-        optimizer=optimizer_from_tensors(opt_tensors, opt_meta),
-        state=TrainingState(**json.loads((path / "training_state.json").read_text())),
-        rng=_rng_from_tensors(rng_tensors, rng_meta),
-        ema=load_file(ema_path) if ema_path.is_file() else None,
-    )
+    model = _read_tensors(path / "model.safetensors", advice)[0]
+    ema = _read_tensors(ema_path, advice)[0] if ema_path.is_file() else None
+    try:
+        optimizer = optimizer_from_tensors(opt_tensors, opt_meta)
+    except (KeyError, ValueError, TypeError) as err:
+        raise _damaged(
+            path / "optimizer.safetensors", f"its metadata is incomplete ({err!r})", advice
+        ) from err
+    try:
+        rng = _rng_from_tensors(rng_tensors, rng_meta)
+    except (KeyError, ValueError, TypeError) as err:
+        raise _damaged(path / "rng.safetensors", f"its metadata is incomplete ({err!r})", advice) from err
+    return Checkpoint(path=path, model=model, optimizer=optimizer, state=state, rng=rng, ema=ema)
+
+
+class CheckpointDamagedError(ValueError):
+    """A file of a training checkpoint is cut short or broken; the message names it and says what to do."""
+
+
+REQUIRED_STATE = {"step": int, "samples_seen": int, "lr_scheduler": dict}
+"""The fields of ``training_state.json`` a resumed run cannot do without, with their JSON types."""
+
+
+def _damaged(file: Path, problem: str, advice: str) -> CheckpointDamagedError:
+    return CheckpointDamagedError(f"{file}: {problem}. {advice}")
+
+
+def _damaged_advice(checkpoint: Path) -> str:
+    """What to do about a damaged ``checkpoint``: resume from the newest earlier one, or start over."""
+    number = checkpoint.name.removeprefix("step-")
+    steps = _checkpoint_steps(checkpoint.parent)
+    earlier = [steps[s] for s in sorted(steps) if number.isdigit() and s < int(number)]
+    if earlier:
+        instead = f"resume from the one before it with --resume {earlier[-1]}, or start over with --overwrite"
+    else:
+        instead = (
+            "there is no earlier checkpoint to resume from: start over with --overwrite instead of --resume"
+        )
+    return f"The checkpoint {checkpoint.name} is damaged; {instead}."
+
+
+def _read_tensors(file: Path, advice: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of one safetensors file of a checkpoint, or a CheckpointDamagedError."""
+    try:
+        return read_safetensors(file, advice=advice)
+    except FileNotFoundError as err:
+        raise _damaged(file, "missing", advice) from err
+    except WeightsFileError as err:
+        raise CheckpointDamagedError(str(err)) from err
+
+
+def _read_training_state(file: Path, advice: str) -> TrainingState:
+    """``training_state.json``, checked: UTF-8 JSON, an object, the :data:`REQUIRED_STATE` fields, no others."""
+    try:
+        values = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(file, "not UTF-8 text", advice) from None
+    except json.JSONDecodeError as err:
+        raise _damaged(file, f"not valid JSON ({err})", advice) from None
+    if not isinstance(values, dict):
+        raise _damaged(file, f"holds a JSON {type(values).__name__}, not an object", advice)
+    missing = [name for name in REQUIRED_STATE if name not in values]
+    unknown = sorted(set(values) - {f.name for f in fields(TrainingState)})
+    mistyped = [
+        name
+        for name, kind in REQUIRED_STATE.items()
+        if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool))
+    ]
+    problems = {"missing fields": missing, "unknown fields": unknown, "fields of the wrong type": mistyped}
+    found = [f"{label}: {', '.join(names)}" for label, names in problems.items() if names]
+    if found:
+        raise _damaged(file, "; ".join(found), advice)
+    return TrainingState(**values)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from faceclip.text_input import NotUTF8Error, read_utf8
+
 T = TypeVar("T")
 
 
@@ -242,8 +244,6 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``"a.b.c=value"`` overrides to a nested dict (values parsed as YAML: ``1e-4``, ``[l]``, ``null``)."""
-    import yaml
-
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set: '{item}' is not KEY=VALUE; e.g. --set optim.lr=3e-4.")
@@ -254,8 +254,44 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set: '{key}' goes through a non-mapping value.")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(
+            raw, f"--set '{item}': the value", "quote it, e.g. --set 'run.output_dir=\"runs/a: b\"'."
+        )
     return data
+
+
+def parse_yaml(text: str, what: str, fix: str) -> Any:
+    """``text`` parsed as YAML (``safe_load``).
+
+    Args:
+        what: names the text in the error, e.g. ``"--config: 'a.yaml'"``.
+        fix: what to do about an error.
+
+    Raises:
+        ConfigError: ``text`` is not valid YAML; the message names ``what`` and the line and column.
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"{what} is not valid YAML ({problem}{_yaml_error_place(err, text)}); {fix}"
+        ) from None
+
+
+def _yaml_error_place(err: Exception, text: str) -> str:
+    """``" at line L, column C"`` of a YAML error in ``text`` (1-based), or ``""`` when it has no place."""
+    import yaml
+
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(err, yaml.reader.ReaderError):  # a control character: located by its offset
+        line, line_start = text.count("\n", 0, err.position) + 1, text.rfind("\n", 0, err.position) + 1
+        return f" at line {line}, column {err.position - line_start + 1}"
+    return ""
 
 
 def load_config(
@@ -273,10 +309,9 @@ def load_config(
         values: ``{"run.output_dir": "runs/x #1", ...}``, set as given (not parsed), after the overrides.
 
     Raises:
-        ConfigError: an unknown key, a wrong type, or a value out of range (see :func:`validate`).
+        ConfigError: a file that is not UTF-8 or not valid YAML, an unknown key, a wrong type, or a value out of
+            range (see :func:`validate`).
     """
-    import yaml
-
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {sorted(STAGES)}, got '{stage}'.")
     data: dict[str, Any] = {}
@@ -286,7 +321,11 @@ def load_config(
             raise ConfigError(
                 f"--config: '{path}' does not exist; see src/faceclip/training/configs/ for examples."
             )
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = read_utf8(path)
+        except NotUTF8Error as err:
+            raise ConfigError(f"--config: {err}") from None
+        data = parse_yaml(text, f"--config: '{path}'", "fix the file.") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"--config: '{path}' must hold a YAML mapping, got {type(data).__name__}.")
     declared = data.pop("stage", stage)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
+from faceclip.text_input import read_utf8
 from faceclip.training.config import DataConfig
 from faceclip.training.shards import decode_sample, iter_raw_samples, list_shards
 from faceclip.training.synthetic import SyntheticFaceDataset
@@ -183,7 +184,7 @@ class ManifestDataset(Dataset):
         self.folder = Path(folder)
         path = self.folder / MANIFEST
         self.rows, self.lines = [], []  # rows and their 1-based line numbers in the manifest
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(read_utf8(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:

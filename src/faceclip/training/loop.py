@@ -221,6 +221,7 @@ def fit(
         RunFolderInUseError: ``run.output_dir`` holds a run, and neither ``resume`` nor ``overwrite`` is given.
         NonFiniteLossError: too many non-finite losses in a row.
         FileNotFoundError: ``resume`` names no checkpoint.
+        CheckpointDamagedError: a file of that checkpoint is cut short or broken (a ``ValueError``).
     """
     missing = missing_members(task)
     if missing:
@@ -272,6 +273,8 @@ def _set_up(task: TrainingTask, config, *, resume, overwrite: bool) -> _Run:
     """Accelerator, run folder, optimiser, LR schedule, the resumed state, the prepared model and the data."""
     accelerator, out = _make_accelerator(config), Path(config.run.output_dir)
     _claim_run_folder(accelerator, out, resuming=resume is not None, overwrite=overwrite)
+    # Read before anything is written, so a damaged checkpoint is refused with the run folder as it was.
+    checkpoint = load_checkpoint(resume) if resume is not None else None
     if accelerator.is_main_process:
         save_config(config, out / "config.yaml", task.name)
     if config.run.tensorboard:
@@ -279,7 +282,8 @@ def _set_up(task: TrainingTask, config, *, resume, overwrite: bool) -> _Run:
     params = task.trainable_parameters()
     optimizer = make_optimizer(params, config.optim)
     scheduler = make_lr_scheduler(optimizer, config.optim, config.run.max_steps)
-    checkpoint = _resume(task, optimizer, scheduler, resume) if resume is not None else None
+    if checkpoint is not None:
+        _resume(task, optimizer, scheduler, checkpoint)
     state = checkpoint.state if checkpoint is not None else TrainingState()
     task.to(accelerator.device)
     task.model.train()
@@ -299,16 +303,14 @@ def _target_dims(task: TrainingTask, config) -> dict[str, int] | None:
     return task.synthetic_target_dims() if config.data.source == "synthetic" else None
 
 
-def _resume(task: TrainingTask, optimizer, scheduler, resume: str | Path) -> Checkpoint:
-    """Load the checkpoint ``resume`` names into the task, the optimiser and the schedule."""
-    checkpoint = load_checkpoint(resume)
+def _resume(task: TrainingTask, optimizer, scheduler, checkpoint: Checkpoint) -> None:
+    """Load ``checkpoint`` into the task, the optimiser and the schedule."""
     task.load_trainable_state(checkpoint.model)
     optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.state.lr_scheduler)
     if checkpoint.ema is not None:
         task.load_ema_state(checkpoint.ema)
     logger.info("resuming from %s at step %d", checkpoint.path, checkpoint.state.step)
-    return checkpoint
 
 
 def _restore_rng(accelerator: Accelerator, checkpoint: Checkpoint) -> None:

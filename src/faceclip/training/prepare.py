@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceclip.outputs import write_text_atomic
+from faceclip.text_input import read_utf8
 from faceclip.training.shards import SHARD_PATTERN, encode_sample, encode_targets, write_shard
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,13 @@ def list_items(source: str | Path, identity_from_folder: bool = False) -> list[I
 
     Raises:
         FileNotFoundError: ``source`` does not exist, or holds no captioned image.
-        ValueError: a manifest line is not valid JSON or lacks ``image``/``caption`` (its line number is given).
+        ValueError: a manifest line is not valid JSON or lacks ``image``/``caption``, or a manifest or caption file
+            is not UTF-8 (the file and line are given).
     """
     source = Path(source)
     items: list[Item] = []
     if source.is_file():
-        for number, line in enumerate(source.read_text().splitlines(), 1):
+        for number, line in enumerate(read_utf8(source).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -89,7 +91,7 @@ def list_items(source: str | Path, identity_from_folder: bool = False) -> list[I
             caption = image.with_suffix(".txt")
             if image.suffix.lower() in IMAGE_SUFFIXES and caption.is_file():
                 identity = image.parent.name if identity_from_folder and image.parent != source else None
-                items.append(Item(image, caption.read_text().strip(), identity))
+                items.append(Item(image, read_utf8(caption).strip(), identity))
     else:
         raise FileNotFoundError(f"INPUT: '{source}' is neither a folder nor a JSONL manifest.")
     if not items:

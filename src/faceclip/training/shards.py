@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from faceclip.outputs import atomic_file
+from faceclip.text_input import decode_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def decode_sample(
         ``has_face``, ``original_size`` (h, w), ``crop_top_left`` (top, left), ``targets`` {name: (d,)}.
 
     Raises:
-        ValueError: a member is missing or cannot be decoded (the caller counts and skips the sample).
+        ValueError: a member is missing or cannot be decoded, e.g. a caption that is not UTF-8 (the caller counts
+            and skips the sample).
     """
     from safetensors.torch import load as load_tensors
 
@@ -150,10 +152,10 @@ def decode_sample(
         face = Image.open(io.BytesIO(raw["face.png"]))
         face.load()
         meta = json.loads(raw["json"])
-        caption = raw["txt"].decode("utf-8")
         targets = load_tensors(raw["targets.st"]) if "targets.st" in raw else {}
     except Exception as err:
         raise ValueError(f"sample '{raw.get('__key__')}' is corrupt: {type(err).__name__}: {err}") from err
+    caption = decode_utf8(raw["txt"], f"{raw.get('__key__')}.txt")  # NotUTF8Error names the member and line
     if face.size != (face_size, face_size):
         face = face.convert("RGB").resize((face_size, face_size), Image.Resampling.BICUBIC)
     identity = meta.get("identity")

@@ -69,8 +69,8 @@ def check_index(folder: Path) -> None:
     """Raise a clear error when ``folder`` is not a saved FaceCLIP-SDXL pipeline.
 
     Raises:
-        faceclip.hub.WeightsNotFoundError: no ``model_index.json``.
-        ValueError: an index without our components.
+        faceclip.hub.WeightsNotFoundError: no ``model_index.json``, or a component folder it names is missing.
+        ValueError: an index that is not UTF-8 JSON, not a JSON object, or lacks our components.
     """
     path = folder / INDEX
     if not path.is_file():
@@ -78,10 +78,27 @@ def check_index(folder: Path) -> None:
             f"{folder}: no {INDEX}; pass a folder written by FaceCLIPStableDiffusionXLPipeline.save_pretrained "
             "(or load the released weights with faceclip.load_pipeline('ByteDance/FaceCLIP'))."
         )
-    index = json.loads(path.read_text(encoding="utf-8"))
+    fix = "save the pipeline again with FaceCLIPStableDiffusionXLPipeline.save_pretrained, or download it again."
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, so not a pipeline index; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); {fix}") from None
+    if not isinstance(index, dict):
+        raise ValueError(
+            f"{path}: holds a JSON {type(index).__name__}, not an object naming the pipeline's components; {fix}"
+        )
     missing = [name for name in COMPONENTS if name not in index]
     if missing:
-        raise ValueError(f"{path}: not a FaceCLIP-SDXL pipeline (no {', '.join(missing)} entries).")
+        raise ValueError(
+            f"{path}: not a FaceCLIP-SDXL pipeline index (missing entries: {', '.join(missing)}); {fix}"
+        )
+    absent = [f"{name}/" for name in COMPONENTS if not (folder / name).is_dir()]
+    if absent:
+        raise WeightsNotFoundError(
+            f"{folder}: {INDEX} names components whose folders are missing ({', '.join(absent)}); {fix}"
+        )
 
 
 def local_folder(

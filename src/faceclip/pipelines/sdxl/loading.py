@@ -11,22 +11,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from faceclip.convert.sdxl_unet import convert_released_unet
-from faceclip.hub import WeightsNotFoundError, hub_unreachable_reason, is_offline, resolve_file
+from faceclip.convert.sdxl_unet import convert_released_unet, load_released_unet_file
+from faceclip.hub import WeightsNotFoundError
 from faceclip.model_family import ModelSource, SourceKind
 from faceclip.models import FaceCLIPEncoder, create_encoder
+from faceclip.pipelines.released_files import (
+    FileSearch,
+    conversion_folder,
+    conversion_outdated,
+    converted_dir,
+    read_config,
+)
 from faceclip.pipelines.sdxl.family import (
     LICENSE_NOTICE,
     RELEASED_ENCODER_FILE,
@@ -39,7 +41,7 @@ from faceclip.pipelines.sdxl.tiny import build_tiny_components
 
 logger = logging.getLogger(__name__)
 
-CONVERSION_RECORD = "conversion.json"
+RELEASED_FILES = (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE)
 
 _SDXL_CONFIG_FILES = {
     "unet/config.json": "the SDXL UNet config",
@@ -128,32 +130,6 @@ def load_base_components(base_model: str | os.PathLike, seed: int = 0) -> dict[s
 # ----------------------------------------------------------------------------------------- released weights
 
 
-def default_cache_dir() -> Path:
-    """``$FACECLIP_CACHE`` if set, else ``$HF_HOME/faceclip`` (``~/.cache/huggingface/faceclip``)."""
-    if os.environ.get("FACECLIP_CACHE"):
-        return Path(os.environ["FACECLIP_CACHE"]).expanduser()
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME).expanduser() / "faceclip"
-
-
-def converted_dir(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the converted safetensors of the released weights at ``model`` live (or will live)."""
-    local = Path(model).expanduser()
-    key = str(local.resolve()) if local.is_dir() else str(model)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", key.strip("/"))[-60:]
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return Path(cache_dir or default_cache_dir()) / "converted" / f"{slug}-{digest}"
-
-
-@dataclass(frozen=True)
-class _Missing:
-    what: str
-    source: str
-    filenames: tuple[str, ...]
-    where: str
-
-
 def load_released_components(
     model: str | os.PathLike,
     sdxl: str | os.PathLike = SDXL_BASE,
@@ -167,7 +143,7 @@ def load_released_components(
         model: ``"ByteDance/FaceCLIP"`` or a folder holding ``model/face_clip_encoder.pt`` and ``model/unet.pt``.
         sdxl: SDXL base hub id or folder (``unet/config.json``, ``vae/``, ``scheduler/``).
         torch_dtype: dtype for the model weights; ``None`` keeps the stored dtype.
-        cache_dir: root of the converted-weights cache (default :func:`default_cache_dir`).
+        cache_dir: root of the converted-weights cache (default :func:`faceclip.pipelines.released_files.default_cache_dir`).
         encoder_config: the encoder config the released encoder weights follow (``faceclip-sdxl``).
 
     Raises:
@@ -177,25 +153,25 @@ def load_released_components(
 
     logger.warning(LICENSE_NOTICE)
     target = converted_dir(model, cache_dir)
-    needs_conversion = _conversion_outdated(target, model)
-    found: dict[str, Path] = {}
-    missing: list[_Missing] = []
-    files = dict(_SDXL_CONFIG_FILES)
+    needs_conversion = conversion_outdated(target, model, RELEASED_FILES)
+    search = FileSearch("FaceCLIP-SDXL")
     if needs_conversion:
-        files = {
-            RELEASED_ENCODER_FILE: "the FaceCLIP encoder weights",
-            RELEASED_UNET_FILE: "the FaceCLIP-SDXL UNet",
-        } | files
-    for filename, what in files.items():
-        source = model if filename.startswith("model/") else sdxl
-        _probe(source, filename, what, found, missing)
-    vae_variant = _probe_vae_weights(sdxl, torch_dtype, found, missing)
-    if missing:
-        raise WeightsNotFoundError(_missing_message(missing))
-
+        search.find(model, RELEASED_ENCODER_FILE, "the FaceCLIP encoder weights")
+        search.find(model, RELEASED_UNET_FILE, "the FaceCLIP-SDXL UNet")
+    for filename, what in _SDXL_CONFIG_FILES.items():
+        search.find(sdxl, filename, what)
+    half = torch_dtype in (torch.float16, torch.bfloat16)
+    variants = ["fp16", None] if half else [None, "fp16"]
+    vae_file = search.find_first(sdxl, [_SDXL_VAE_WEIGHTS[v] for v in variants], "the SDXL VAE weights")
+    search.raise_if_missing(
+        "or pass local folders: --model DIR (with model/face_clip_encoder.pt and model/unet.pt, or a folder "
+        "written by save_pretrained) and --base-model DIR (a copy of stabilityai/stable-diffusion-xl-base-1.0)."
+    )
+    found = search.found
+    vae_variant = next(v for v in variants if _SDXL_VAE_WEIGHTS[v] == vae_file)
+    scheduler_config = _read_base_config(found["scheduler/scheduler_config.json"])
     if needs_conversion:
         _convert(model, found, target, encoder_config)
-    scheduler_config = json.loads(found["scheduler/scheduler_config.json"].read_text())
     scheduler_cls = getattr(
         diffusers, scheduler_config.get("_class_name", ""), diffusers.EulerDiscreteScheduler
     )
@@ -211,121 +187,27 @@ def load_released_components(
     }
 
 
-def _probe(source, filename: str, what: str, found: dict[str, Path], missing: list[_Missing]) -> None:
-    try:
-        found[filename] = resolve_file(source, filename, what=what)
-    except WeightsNotFoundError as err:
-        where = next((line for line in str(err).splitlines() if line.startswith("Looked in:")), "")
-        missing.append(
-            _Missing(what, str(source), (filename,), where.removeprefix("Looked in: ").rstrip("."))
-        )
-
-
-def _probe_vae_weights(sdxl, torch_dtype, found: dict[str, Path], missing: list[_Missing]) -> str | None:
-    """Find SDXL's VAE weights, full precision or the ``fp16`` variant; returns the variant found."""
-    order = ["fp16", None] if torch_dtype in (torch.float16, torch.bfloat16) else [None, "fp16"]
-    tried = []
-    for variant in order:
-        probe: list[_Missing] = []
-        _probe(sdxl, _SDXL_VAE_WEIGHTS[variant], "the SDXL VAE weights", found, probe)
-        if not probe:
-            return variant
-        tried.append(probe[0])
-    missing.append(
-        _Missing(
-            "the SDXL VAE weights (either file)", str(sdxl), tuple(_SDXL_VAE_WEIGHTS.values()), tried[0].where
-        )
+def _read_base_config(path: Path) -> dict:
+    """A config file of SDXL base, or a ValueError naming it."""
+    return read_config(
+        path,
+        f"download it again (it is part of {SDXL_BASE}), or pass another copy of SDXL base with --base-model.",
     )
-    return None
-
-
-def _missing_message(missing: list[_Missing]) -> str:
-    lines = [f"FaceCLIP-SDXL cannot be loaded: {len(missing)} required file(s) not found."]
-    for item in missing:
-        lines.append(f"  - {item.what}: {' or '.join(item.filenames)} (looked in {item.where})")
-    lines.append("To fix this, download them while online:")
-    by_source: dict[str, list[str]] = {}
-    for item in missing:
-        by_source.setdefault(item.source, []).append(item.filenames[0])
-    for source, filenames in by_source.items():
-        if Path(source).expanduser().exists():
-            lines.append(f"    put {' '.join(filenames)} inside {source}")
-        else:
-            lines.append(f"    hf download {source} {' '.join(filenames)}")
-    lines.append(
-        "or pass local folders: --model DIR (with model/face_clip_encoder.pt and model/unet.pt, or a folder "
-        "written by save_pretrained) and --base-model DIR (a copy of stabilityai/stable-diffusion-xl-base-1.0)."
-    )
-    if is_offline():
-        lines.append("HF_HUB_OFFLINE is set, so only the local Hugging Face cache was searched.")
-    elif hub_unreachable_reason():
-        lines.append(
-            f"The Hugging Face hub could not be reached ({hub_unreachable_reason()}), so the local cache was searched "
-            "instead; check the network connection, or set HF_HUB_OFFLINE=1 to skip the hub."
-        )
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------- conversion cache
-
-
-def _current_file(model: str | os.PathLike, filename: str) -> Path | None:
-    """The released file if it is on disk right now (no download)."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        path = local / filename
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(str(model), filename)
-    return Path(cached) if isinstance(cached, str) else None
-
-
-def _fingerprint(path: Path) -> dict[str, object]:
-    real = path.resolve()
-    stat = real.stat()
-    return {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _conversion_outdated(target: Path, model: str | os.PathLike) -> bool:
-    """True if there is no finished conversion, or the released files on disk changed since it was made."""
-    record_path = target / CONVERSION_RECORD
-    if not record_path.is_file():
-        return True
-    record = json.loads(record_path.read_text())
-    for filename in (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE):
-        current = _current_file(model, filename)
-        if current is not None and _fingerprint(current) != record["files"].get(filename):
-            logger.info("%s changed since it was converted; converting again", current)
-            return True
-    return False
 
 
 def _convert(
     model: str | os.PathLike, found: dict[str, Path], target: Path, encoder_config: str | dict
 ) -> None:
-    """Convert both released files into ``target`` (written to a temporary folder, then renamed)."""
-    from faceclip.outputs import give_usual_permissions
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    """Convert both released files into ``target`` (staged, then renamed: whole or not at all)."""
     logger.info("converting the released FaceCLIP-SDXL weights to safetensors in %s (once)", target)
-    try:
+    with conversion_folder(target, model, {name: found[name] for name in RELEASED_FILES}) as staging:
+        # Every input is read (weights memory-mapped) before anything is converted, so a bad one fails first.
+        unet_config = _read_base_config(found["unet/config.json"])
+        unet_weights = load_released_unet_file(found[RELEASED_UNET_FILE])
         encoder = FaceCLIPEncoder.from_official(found[RELEASED_ENCODER_FILE], config=encoder_config)
         encoder.save_pretrained(staging / "faceclip_encoder")
         del encoder
-        unet_config = json.loads(found["unet/config.json"].read_text())
-        convert_released_unet(found[RELEASED_UNET_FILE], unet_config, staging / "unet")
-        record = {
-            "source": str(model),
-            "files": {
-                name: _fingerprint(found[name]) for name in (RELEASED_ENCODER_FILE, RELEASED_UNET_FILE)
-            },
-        }
-        (staging / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
-        give_usual_permissions(staging)  # a shared cache: readable by whoever may read the user's files
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        convert_released_unet(
+            found[RELEASED_UNET_FILE], unet_config, staging / "unet", state_dict=unet_weights
+        )
+        del unet_weights

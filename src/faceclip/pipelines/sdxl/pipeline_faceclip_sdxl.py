@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
@@ -35,13 +35,10 @@ from PIL import Image
 
 from faceclip.models.encoder import FaceCLIPEncoder
 from faceclip.models.inputs import check_finite_embeds, check_prompts
-from faceclip.pipelines.embedding_cache import CacheInfo, EmbeddingCache
-from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values, prepare_face
+from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values
+from faceclip.pipelines.face_pipeline import FacePipelineMixin, negative_prompts_for, per_image
 from faceclip.pipelines.sdxl import layout
 from faceclip.pipelines.sdxl.family import DEFAULTS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from faceclip.face import FaceAnalyzer
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +61,7 @@ class FaceCLIPStableDiffusionXLPipelineOutput(BaseOutput):
 
 
 class FaceCLIPStableDiffusionXLPipeline(
-    DiffusionPipeline, StableDiffusionMixin, StableDiffusionXLLoraLoaderMixin
+    FacePipelineMixin, DiffusionPipeline, StableDiffusionMixin, StableDiffusionXLLoraLoaderMixin
 ):
     """Identity-preserving text-to-image generation with FaceCLIP-SDXL.
 
@@ -90,8 +87,7 @@ class FaceCLIPStableDiffusionXLPipeline(
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler, faceclip_encoder=faceclip_encoder)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
-        self.negative_cache = EmbeddingCache()
-        self._face_analyzer = None
+        self.init_face_state()
         self._guidance_scale = DEFAULTS.guidance_scale
         self._guidance_rescale = 0.0
         self._cross_attention_kwargs = None
@@ -288,29 +284,6 @@ class FaceCLIPStableDiffusionXLPipeline(
         """Set ``pipe._interrupt = True`` (e.g. in ``callback_on_step_end``) to skip the remaining steps."""
         return self._interrupt
 
-    # ------------------------------------------------------------------ face
-
-    @property
-    def face_analyzer(self) -> "FaceAnalyzer":
-        """The detector/aligner used for photos; a default ``faceclip.face.FaceAnalyzer()`` on first use."""
-        if self._face_analyzer is None:
-            from faceclip.face import FaceAnalyzer
-
-            self._face_analyzer = FaceAnalyzer()
-        return self._face_analyzer
-
-    @face_analyzer.setter
-    def face_analyzer(self, analyzer: "FaceAnalyzer") -> None:
-        self._face_analyzer = analyzer
-
-    def prepare_face(
-        self, face_image: FaceInput | PreparedFace, face_index: int | None = None
-    ) -> PreparedFace:
-        """Detect and align a photo (or check an aligned tensor's shape); see :func:`faceclip.pipelines.prepare_face`."""
-        if isinstance(face_image, PreparedFace | torch.Tensor):
-            return prepare_face(face_image)
-        return prepare_face(face_image, analyzer=self.face_analyzer, face_index=face_index)
-
     # ------------------------------------------------------------------ inputs
 
     def check_inputs(
@@ -476,70 +449,31 @@ class FaceCLIPStableDiffusionXLPipeline(
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
-            prompt_embeds, pooled_prompt_embeds = self._encode_face_prompts(
-                face_image, prompt, device, face_index
+            prompt_embeds, pooled_prompt_embeds = self.encode_face_prompts(
+                face_image, check_prompts(prompt, "prompt"), device, face_index
             )
         _check_rows(prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds)
         if do_classifier_free_guidance and negative_prompt_embeds is None:
-            negatives = _negative_prompts(negative_prompt, prompt_embeds.shape[0])
+            negatives = negative_prompts_for(
+                negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt
+            )
             negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_negative_prompt(
                 negatives, device
             )
         dtype = self.unet.dtype if self.unet is not None else prompt_embeds.dtype
         n = num_images_per_prompt
         return (
-            _per_image(prompt_embeds, n, device, dtype),
-            _per_image(negative_prompt_embeds, n, device, dtype),
-            _per_image(pooled_prompt_embeds, n, device),
-            _per_image(negative_pooled_prompt_embeds, n, device),
+            per_image(prompt_embeds, n, device, dtype),
+            per_image(negative_prompt_embeds, n, device, dtype),
+            per_image(pooled_prompt_embeds, n, device),
+            per_image(negative_pooled_prompt_embeds, n, device),
         )
 
-    def _encode_face_prompts(
-        self, face_image, prompt: str | list[str], device: torch.device, face_index: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 77, D) and (B, P) for B prompts, in one encoder call with the face repeated B times."""
-        if isinstance(face_image, torch.Tensor):  # a PreparedFace was checked by check_inputs already
-            check_face_values(face_image)
-        prompts = check_prompts(prompt, "prompt")
-        face = self.prepare_face(face_image, face_index=face_index)
-        encoder = self.faceclip_encoder
-        faces = face.tensor.to(device=device, dtype=encoder.dtype).expand(len(prompts), -1, -1, -1)
-        has_face = torch.ones(len(prompts), dtype=torch.bool)
-        out = encoder(face_images=faces, prompts=prompts, has_face=has_face)
+    def run_encoder(self, faces, prompts):
+        """One FaceCLIP encoder call; ``faces=None`` is the no-face path (a black face, no identity token)."""
+        has_face = torch.full((len(prompts),), faces is not None, dtype=torch.bool)
+        out = self.faceclip_encoder(face_images=faces, prompts=prompts, has_face=has_face)
         return out.prompt_embeds, out.pooled_prompt_embeds
-
-    @torch.no_grad()
-    def encode_negative_prompt(
-        self, negative_prompts: list[str], device: torch.device | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unconditional embeddings, one row per entry, computed once per distinct text and cached.
-
-        As in the released model, the negative path runs a black face through the encoder without the id
-        token, so it depends on the encoder weights and is not a plain text embedding.
-
-        Returns:
-            negative_prompt_embeds (B, 77, D) and negative_pooled_prompt_embeds (B, P).
-        """
-        device = device or self._execution_device
-        encoder = self.faceclip_encoder
-        rows = {}
-        weights = _weights_version(encoder)
-        for text in dict.fromkeys(negative_prompts):
-            key = (text, str(device), encoder.dtype, weights)
-            cached = self.negative_cache.get(key)
-            if cached is None:
-                # Every row of the negative batch is identical, so one row is computed and repeated.
-                out = encoder(face_images=None, prompts=[text], has_face=torch.zeros(1, dtype=torch.bool))
-                cached = (out.prompt_embeds.to(device), out.pooled_prompt_embeds.to(device))
-                self.negative_cache.put(key, cached)
-            rows[text] = cached
-        embeds = torch.cat([rows[text][0] for text in negative_prompts])
-        pooled = torch.cat([rows[text][1] for text in negative_prompts])
-        return embeds, pooled
-
-    def negative_cache_info(self) -> CacheInfo:
-        """Hits, misses and size of the negative-embedding cache."""
-        return self.negative_cache.info()
 
     # ------------------------------------------------------------------ denoising helpers
 
@@ -837,15 +771,6 @@ def _lora_source(source, kwargs: dict) -> tuple[str | dict, dict]:
     return path, kwargs
 
 
-def _per_image(
-    tensor: torch.Tensor | None, repeats: int, device: torch.device, dtype: torch.dtype | None = None
-) -> torch.Tensor | None:
-    """(B, ...) -> (B * repeats, ...) on ``device`` (and in ``dtype``), each row repeated in place."""
-    if tensor is None:
-        return None
-    return tensor.to(device=device, dtype=dtype or tensor.dtype).repeat_interleave(repeats, dim=0)
-
-
 def _check_rows(
     prompt_embeds: torch.Tensor, pooled: torch.Tensor | None, negative: torch.Tensor | None
 ) -> None:
@@ -860,17 +785,6 @@ def _check_rows(
             f"negative_prompt_embeds: {negative.shape[0]} rows for {prompt_embeds.shape[0]} prompts; pass one "
             "row per prompt (pipe.encode_negative_prompt gives them)."
         )
-
-
-def _negative_prompts(negative_prompt: str | list[str] | None, batch: int) -> list[str]:
-    """One negative prompt per row: ``None`` is the released model's, a string is repeated."""
-    negative_prompt = DEFAULTS.negative_prompt if negative_prompt is None else negative_prompt
-    negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
-    if len(negatives) != batch:
-        raise ValueError(
-            f"negative_prompt: {len(negatives)} entries for {batch} prompts; give one per prompt."
-        )
-    return negatives
 
 
 def _unet_lora_part(
@@ -910,9 +824,3 @@ def _guidance_embedding(guidance: torch.Tensor, dim: int) -> torch.Tensor:
     angles = (guidance.float() * 1000.0)[:, None] * frequencies[None]
     embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
     return torch.nn.functional.pad(embedding, (0, dim % 2))
-
-
-def _weights_version(module: torch.nn.Module) -> tuple[int, ...]:
-    """Changes whenever the weights change: in place (``load_state_dict`` bumps tensor versions) or replaced."""
-    params = list(module.parameters())
-    return (id(module), id(params[0]) if params else 0, sum(p._version for p in params))
