@@ -33,6 +33,7 @@ def is_offline() -> bool:
 
 
 _unreachable: str | None = None
+_hub_answered = False
 
 
 def hub_unreachable_reason() -> str | None:
@@ -59,6 +60,7 @@ def resolve_file(
     what: str,
     revision: str | None = None,
     hint: str | None = None,
+    also_needed: tuple[str, ...] = (),
 ) -> Path:
     """Return a local path to ``filename`` inside ``source``.
 
@@ -68,6 +70,7 @@ def resolve_file(
         what: a few words naming the file for error messages, e.g. ``"the FaceCLIP encoder weights"``.
         revision: hub revision (branch, tag or commit).
         hint: an extra sentence on how to obtain the file.
+        also_needed: other files of the same repo the caller reads next; the suggested download lists them too.
 
     Raises:
         WeightsNotFoundError: the file is neither on disk nor obtainable from the hub (offline, not cached,
@@ -79,19 +82,20 @@ def resolve_file(
         if path.is_file():
             return path
         raise WeightsNotFoundError(
-            _message(what, f"{path} (no such file in the local folder)", source, filename, hint)
+            _message(what, f"{path} (no such file in the local folder)", source, filename, hint, also_needed)
         )
     if local.suffix and local.exists():
         return local
     if not is_hub_id(str(source)):
         raise WeightsNotFoundError(
-            _message(what, f"{local} (no such file or folder)", source, filename, hint)
+            _message(what, f"{local} (no such file or folder)", source, filename, hint, also_needed)
         )
 
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     global _unreachable
+    _unreachable = _unreachable or _check_hub_before_download(str(source), filename, revision)
     try:  # offline mode is honoured by hf_hub_download; after a connection failure only the cache is searched
         path = hf_hub_download(
             str(source), filename, revision=revision, local_files_only=_unreachable is not None
@@ -105,7 +109,42 @@ def resolve_file(
             where += " (HF_HUB_OFFLINE is set)"
         elif _unreachable:
             where += " (the hub could not be reached)"
-        raise WeightsNotFoundError(_message(what, where, source, filename, hint, cause=err)) from err
+        raise WeightsNotFoundError(
+            _message(what, where, source, filename, hint, also_needed, cause=err)
+        ) from err
+
+
+def _check_hub_before_download(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """Why the hub cannot be reached, checked with one quick request before a file the cache lacks; else None.
+
+    Without it, hf_hub_download meets a dead network with a first request and then five retries with backoff
+    (about 40 s) before saying so. Cached files and offline mode need no check (they never wait that long).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    global _hub_answered
+    if (
+        _hub_answered
+        or is_offline()
+        or try_to_load_from_cache(repo_id, filename, revision=revision) is not None
+    ):
+        return None
+    reason = _probe_hub()
+    _hub_answered = reason is None  # checked once per process while the hub answers
+    return reason
+
+
+def _probe_hub() -> str | None:
+    """One HEAD request to the hub endpoint (proxies and HF_ENDPOINT honoured, HF_HUB_ETAG_TIMEOUT seconds at
+    most): ``Type: message`` when it fails at the network level, None when the hub answers at all."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as err:  # any failure before an HTTP answer: no DNS, refused, timed out, proxy error
+        return _connection_failure(err) or f"{type(err).__name__}: {err}"
+    return None
 
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
@@ -130,6 +169,7 @@ def _message(
     source: str | os.PathLike,
     filename: str,
     hint: str | None,
+    also_needed: tuple[str, ...] = (),
     cause: Exception | None = None,
 ) -> str:
     if Path(source).expanduser().exists():
@@ -137,7 +177,8 @@ def _message(
     elif not is_hub_id(str(source)):
         fix = [f"To fix this, check the path: {source} does not exist,"]
     else:
-        fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {filename}"]
+        files = " ".join(dict.fromkeys((filename, *also_needed)))
+        fix = ["To fix this, either download it while online, e.g.", f"    hf download {source} {files}"]
     lines = [
         f"Could not find {what}: '{filename}'.",
         f"Looked in: {where}.",

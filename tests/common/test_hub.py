@@ -62,12 +62,14 @@ def test_offline_hub_id_not_in_cache(monkeypatch, tmp_path):
 
 
 def test_unreachable_hub_is_tried_once_then_only_the_cache(monkeypatch, tmp_path):
-    """Without network, the first file pays the hub's retries; the others are looked up in the cache only."""
+    """A connection failure met while downloading (the quick check saw the hub): later files use the cache only."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     import faceclip.hub as hub
 
     monkeypatch.setattr(hub, "_unreachable", None)
+    monkeypatch.setattr(hub, "_probe_hub", lambda: None)
+    monkeypatch.setattr(hub, "_hub_answered", False)
     _offline(monkeypatch, tmp_path, offline=False)
     calls = []
 

@@ -168,7 +168,7 @@ def test_t5_tokenizer_is_used_when_no_ids_are_given(encoder):
         ({"t5_input_ids": torch.zeros(2, 16)}, TypeError, "int64"),
         ({"face_images": torch.rand(3, 3, 28, 28)}, ValueError, "one aligned face per prompt"),
         ({"face_images": torch.zeros(2, 3, 28, 28, dtype=torch.uint8)}, TypeError, "float"),
-        ({"prompts": []}, TypeError, "prompts"),
+        ({"prompts": []}, ValueError, "prompts: the batch is empty"),
     ],
 )
 def test_bad_inputs_name_the_argument(encoder, kwargs, error, match):

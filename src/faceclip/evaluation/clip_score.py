@@ -28,6 +28,10 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 
 CLIP_T_SCALE = 100.0
 
+CLIP_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+              "merges.txt", "special_tokens_map.json", "preprocessor_config.json")  # fmt: skip
+"""What :meth:`CLIPScorer.from_pretrained` reads from a hub repo: config, weights, tokenizer, image processor."""
+
 
 class CLIPScorer:
     """Computes CLIP-T and CLIP-I with one CLIP model.
@@ -64,17 +68,19 @@ class CLIPScorer:
         hint = "Pass another CLIP with --clip-model ID_OR_DIR, or skip the CLIP metrics with --no-clip."
         # Fails early, with the package's usual message, when the folder or the cached repo is missing.
         kwargs.setdefault("dtype", torch.float32)
-        resolve_file(source, "config.json", what=what, hint=hint)
+        resolve_file(source, "config.json", what=what, hint=hint, also_needed=CLIP_FILES)
         folder = Path(source).expanduser() if Path(source).expanduser().is_dir() else str(source)
         try:
             model = CLIPModel.from_pretrained(folder, **kwargs)  # HF_HUB_OFFLINE is honoured by transformers
             tokenizer = AutoTokenizer.from_pretrained(folder)
             image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
         except OSError as err:
+            local = Path(source).expanduser().is_dir()
+            fetch = "" if local else f"; fetch them with\n    {clip_download_command(source)}"
             raise WeightsNotFoundError(
                 f"Could not load {what} from '{source}' ({folder}): {err}\n"
                 f"The folder must hold config.json, the weights (model.safetensors), the tokenizer and the "
-                f"image processor files, as written by CLIPModel/CLIPProcessor.save_pretrained.\n{hint}"
+                f"image processor files, as written by CLIPModel/CLIPProcessor.save_pretrained{fetch}.\n{hint}"
             ) from err
         return cls(model, tokenizer, image_processor, name=str(source))
 
@@ -104,6 +110,13 @@ class CLIPScorer:
 
     def clip_t(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         """CLIP-T of each image with its prompt: 100 x cosine, one value per pair."""
+        _check_images(images, "images")
+        if (
+            isinstance(prompts, str)
+            or not isinstance(prompts, Sequence)
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            raise TypeError(f"prompts: expected a list of str (one per image), got {type(prompts).__name__}.")
         if len(images) != len(prompts):
             raise ValueError(
                 f"clip_t: got {len(images)} images but {len(prompts)} prompts; pass one prompt per image."
@@ -114,6 +127,8 @@ class CLIPScorer:
 
     def clip_i(self, images: Sequence[Image.Image], baselines: Sequence[Image.Image]) -> list[float]:
         """CLIP-I of each image with its baseline (same seed, no identity): cosine in [-1, 1], one value per pair."""
+        _check_images(images, "images")
+        _check_images(baselines, "baselines")
         if len(images) != len(baselines):
             raise ValueError(
                 f"clip_i: got {len(images)} images but {len(baselines)} baselines; pass one baseline per image."
@@ -121,6 +136,25 @@ class CLIPScorer:
         if not images:
             return []
         return pairwise_cosine(self.embed_images(images), self.embed_images(baselines)).tolist()
+
+
+def _check_images(images: object, name: str) -> None:
+    """Refuse anything but a list of non-empty PIL images (arrays and paths included: load them first)."""
+    if not isinstance(images, Sequence) or isinstance(images, str):
+        raise TypeError(f"{name}: expected a list of PIL images, got {type(images).__name__}.")
+    for index, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(
+                f"{name}[{index}]: expected a PIL image, got {type(image).__name__}; load files with "
+                "faceclip.face.load_image."
+            )
+        if 0 in image.size:
+            raise ValueError(f"{name}[{index}]: the image is empty ({image.width}x{image.height} pixels).")
+
+
+def clip_download_command(source: str | os.PathLike = DEFAULT_CLIP_MODEL) -> str:
+    """The ``hf download`` command that fetches every file :meth:`CLIPScorer.from_pretrained` reads."""
+    return f"hf download {source} {' '.join(CLIP_FILES)}"
 
 
 def pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ an image with no detected face scores 0 and is counted in the no-face rate. Pape
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,11 @@ class IdentityScorer:
     """
 
     def __init__(self, analyzer: FaceAnalyzer | None = None) -> None:
+        if analyzer is not None and not isinstance(analyzer, FaceAnalyzer):
+            raise TypeError(
+                f"analyzer: expected a faceclip.face.FaceAnalyzer or None, got {type(analyzer).__name__}; "
+                "for a backend name use FaceAnalyzer(backend=...)."
+            )
         self.analyzer = analyzer if analyzer is not None else FaceAnalyzer(backend="auto")
         self._references: dict[Path, np.ndarray] = {}
 
@@ -64,14 +70,19 @@ class IdentityScorer:
         """Name of the face recogniser, for reports."""
         return self.analyzer.recognizer_name
 
-    def reference_vector(self, reference: Path | Image.Image) -> np.ndarray:
-        """Identity vector (d,) of the largest face in a reference photo.
+    def reference_vector(self, reference: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarray:
+        """Identity vector (d,) of the largest face in a reference photo (path, PIL image or HxWx3 array).
 
         Raises:
             ReferenceFaceError: no face in the reference (ID-Sim cannot be measured against it).
             faceclip.face.ImageLoadError: the file is missing or cannot be decoded.
+            TypeError: ``reference`` is not a path, PIL image or array.
         """
-        key = Path(reference).resolve() if not isinstance(reference, Image.Image) else None
+        if not isinstance(reference, str | os.PathLike | Image.Image | np.ndarray):
+            raise TypeError(
+                f"reference: expected a photo path, PIL image or HxWx3 array, got {type(reference).__name__}."
+            )
+        key = Path(reference).resolve() if isinstance(reference, str | os.PathLike) else None
         if key is not None and key in self._references:
             return self._references[key]
         try:
@@ -84,14 +95,43 @@ class IdentityScorer:
 
     def score(self, image: Image.Image | Path, reference_vector: np.ndarray) -> IdentityMatch:
         """ID-Sim of the largest face of ``image`` with a reference vector; 0 and ``face_detected=False``
-        when ``image`` has no face."""
+        when ``image`` has no face.
+
+        Raises:
+            ValueError: ``reference_vector`` is not a finite, non-zero (d,) vector of this recogniser.
+        """
+        reference_vector = _check_reference_vector(reference_vector)
         try:
             aligned = self.analyzer.align(image, size=_RECOGNIZER_CROP)
         except NoFaceFoundError:
             return IdentityMatch(NO_FACE_SCORE, face_detected=False)
         vector = self.analyzer.embed(aligned)
+        if vector.shape != reference_vector.shape:
+            raise ValueError(
+                f"reference_vector: {reference_vector.shape[0]} values, but {self.recognizer_name} gives "
+                f"{vector.shape[0]}; make it with reference_vector() of a scorer using the same recogniser."
+            )
         return IdentityMatch(
             float(cosine_similarity(vector, reference_vector)),
             face_detected=True,
             detection_score=float(aligned.face.score),
         )
+
+
+def _check_reference_vector(vector: object) -> np.ndarray:
+    """``vector`` as a (d,) float array, refusing other shapes, NaN/inf and the zero vector."""
+    try:
+        if vector is None or isinstance(vector, str):
+            raise TypeError
+        array = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"reference_vector: expected a (d,) array from reference_vector(), got {type(vector).__name__}."
+        ) from None
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"reference_vector: expected shape (d,) from reference_vector(), got {array.shape}.")
+    if not np.isfinite(array).all() or not array.any():
+        raise ValueError(
+            "reference_vector: the values must be finite and not all zero (make it with reference_vector())."
+        )
+    return array

@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "opencv", "insightface")
 
 
+MIN_FACE_SIDE = 32
+"""Faces whose detection box is narrower or shorter than this (in photo pixels) are used with a warning."""
+
+
 class NoFaceFoundError(ValueError):
     """No usable face in an image; the message names the image and suggests what to try."""
 
@@ -83,6 +87,7 @@ class FaceAnalyzer:
             raise ValueError(
                 f"FaceAnalyzer: unknown `backend` {backend!r}; choose one of {', '.join(BACKENDS)}."
             )
+        _check_settings(min_score, max_side, refine_steps, retry_angles)
         if backend == "auto":
             backend = (
                 "insightface" if insightface_available(insightface_model, insightface_root) else "opencv"
@@ -147,9 +152,13 @@ class FaceAnalyzer:
         Raises:
             NoFaceFoundError: no confident face, or ``face_index`` beyond the faces found.
         """
+        _check_whole_number(size, "size", minimum=1)
+        if face_index is not None:
+            _check_whole_number(face_index, "face_index")
         name = describe_source(image)
         image = load_image(image)
         face = self._pick(self._detect(image), face_index, name)
+        warn_if_small(face, name)
         face = self._refine(image, face)
         crop, matrix = align_face(image, face.landmarks, size, self.landmark_weights)
         return AlignedFace(image=crop, face=face, transform=matrix)
@@ -178,6 +187,10 @@ class FaceAnalyzer:
 
     def refine(self, image: ImageSource, face: DetectedFace) -> DetectedFace:
         """Re-estimate ``face``'s landmarks by re-detecting it on an upright crop (see :mod:`.refinement`)."""
+        if not isinstance(face, DetectedFace):
+            raise TypeError(
+                f"face: expected a DetectedFace (from FaceAnalyzer.detect), got {type(face).__name__}."
+            )
         return self._refine(load_image(image), face)
 
     def _refine(self, image: Image.Image, face: DetectedFace) -> DetectedFace:
@@ -261,6 +274,38 @@ class FaceAnalyzer:
                 f"use a face index from 0 to {len(faces) - 1} (faces are ordered largest first)."
             )
         return faces[index]
+
+
+def warn_if_small(face: DetectedFace, name: str) -> None:
+    """Log a warning when ``face``'s box is under :data:`MIN_FACE_SIDE` pixels on a side (the face is still used).
+
+    A log record rather than a Python warning: the command line shows it as its other warnings, once per photo.
+    """
+    width, height = (float(face.box[2] - face.box[0]), float(face.box[3] - face.box[1]))
+    if min(width, height) < MIN_FACE_SIDE:
+        logger.warning(
+            "The face in %s is only %.0fx%.0f pixels (under %d); it is upscaled for the crop, so identity and "
+            "results will be poor. Use a photo where the face is larger.", name, width, height, MIN_FACE_SIDE,
+        )  # fmt: skip
+
+
+def _check_whole_number(value: object, name: str, minimum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}: expected a whole number, got {type(value).__name__} {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected a whole number >= {minimum}, got {value}.")
+
+
+def _check_settings(min_score: float, max_side: int, refine_steps: int, retry_angles: tuple) -> None:
+    """Refuse analyzer settings that would fail later inside the detector."""
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not 0 <= min_score <= 1:
+        raise ValueError(f"FaceAnalyzer: `min_score` must be a number in [0, 1], got {min_score!r}.")
+    _check_whole_number(max_side, "FaceAnalyzer: `max_side`", minimum=32)
+    _check_whole_number(refine_steps, "FaceAnalyzer: `refine_steps`", minimum=0)
+    if not all(isinstance(a, int | float) and np.isfinite(a) for a in retry_angles):
+        raise ValueError(
+            f"FaceAnalyzer: `retry_angles` must be finite numbers of degrees, got {retry_angles!r}."
+        )
 
 
 def describe_source(source: object) -> str:

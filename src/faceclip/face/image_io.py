@@ -27,6 +27,10 @@ class ImageLoadError(ValueError):
     """An image could not be read; the message names the source and says what to do."""
 
 
+class ImageTypeError(ImageLoadError, TypeError):
+    """The image is not a path, PIL image or numpy array (an :class:`ImageLoadError` and a ``TypeError``)."""
+
+
 def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Load ``source`` as an RGB PIL image with EXIF orientation applied.
 
@@ -45,6 +49,10 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """
     if isinstance(source, Image.Image):
         name = f"'{source.filename}'" if getattr(source, "filename", "") else "the PIL image"
+        if 0 in source.size:
+            raise ImageLoadError(
+                f"image: {name} is empty ({source.width}x{source.height} pixels); pass a photo."
+            )
         _check_pixels(source.size, max_pixels, name)
         try:
             return to_rgb(ImageOps.exif_transpose(source))
@@ -55,8 +63,14 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         return array_to_image(source)
     if isinstance(source, (str, os.PathLike)):
         return _load_file(Path(source), max_pixels)
-    raise ImageLoadError(
-        f"load_image: `source` must be a path, a PIL.Image.Image or a numpy array, got {type(source).__name__}."
+    hint = (
+        "; convert a (3, H, W) tensor in [0, 1] with x.permute(1, 2, 0).numpy()"
+        if hasattr(source, "ndim")
+        else ""
+    )
+    raise ImageTypeError(
+        f"load_image: `source` must be a path, a PIL.Image.Image or a numpy array (H, W, 3) of the image, "
+        f"got {type(source).__name__}{hint}."
     )
 
 

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import get_module_execution_device
 
 from faceclip.models.branch import BranchConfig, FaceCLIPBranch
 from faceclip.models.face_vit import FaceFeatures
+from faceclip.models.inputs import check_face_batch, check_prompts
 from faceclip.models.tokenizer import get_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -150,41 +151,19 @@ class FaceCLIPEncoder(ModelMixin, ConfigMixin):
 
         Pixel values are not checked here (finite, in [0, 1]): the pipeline checks them once per call.
         """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(f"prompts: expected a str or a list of str, got {type(prompts).__name__}.")
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("prompts: the batch is empty; pass at least one prompt.")
+        prompts = check_prompts(prompts)
         batch = len(prompts)
         if face_images is not None:
-            if not isinstance(face_images, torch.Tensor):
-                raise TypeError(
-                    f"face_images: expected a (B, 3, H, W) float tensor in [0, 1], got {type(face_images).__name__}; "
-                    "use faceclip.face.to_tensor(image)[None] for one PIL image."
-                )
-            if face_images.ndim != 4 or face_images.shape[1] != 3:
-                raise ValueError(
-                    f"face_images: expected shape (B, 3, H, W), got {tuple(face_images.shape)}; "
-                    "add a batch axis with x[None] or convert grey/RGBA images to RGB."
-                )
-            if not face_images.is_floating_point():
-                raise TypeError(
-                    f"face_images: expected a float tensor in [0, 1], got dtype {face_images.dtype}; "
-                    "convert 8-bit images with x.float() / 255."
-                )
-            if face_images.shape[0] != batch:
-                raise ValueError(
-                    f"face_images: {face_images.shape[0]} faces for {batch} prompts; pass one face per prompt "
-                    "(repeat a face with face.expand(B, -1, -1, -1))."
-                )
-            if face_images.shape[-1] == 0 or face_images.shape[-2] == 0:
-                raise ValueError(f"face_images: empty images of shape {tuple(face_images.shape)}.")
+            check_face_batch(face_images, batch)
         if has_face is None:
             has_face = torch.full((batch,), face_images is not None, dtype=torch.bool)
         else:
-            has_face = torch.as_tensor(has_face)
+            try:
+                has_face = torch.as_tensor(has_face)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(
+                    f"has_face: expected a bool tensor or list of {batch} bools, got {type(has_face).__name__}."
+                ) from None
             if has_face.dtype != torch.bool or has_face.shape != (batch,):
                 raise ValueError(
                     f"has_face: expected a bool tensor of shape ({batch},), got {has_face.dtype} "

@@ -27,6 +27,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from faceclip.models.face_vit import FaceViT, FaceViTConfig
 from faceclip.models.facet5_fusion import FaceT5Fuser, FaceT5FuserConfig
+from faceclip.models.inputs import check_face_batch, check_prompts
 from faceclip.models.tokenizer import get_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -172,8 +173,22 @@ class FaceT5Encoder(ModelMixin, ConfigMixin):
 
     def _check_t5_ids(self, t5_input_ids: torch.Tensor, batch: int) -> torch.Tensor:
         length, vocab = self.config.max_sequence_length, self.text_encoder_2.config.vocab_size
-        if not isinstance(t5_input_ids, torch.Tensor) or t5_input_ids.is_floating_point():
-            raise TypeError(f"t5_input_ids: expected an int64 tensor of shape ({batch}, {length}).")
+        if (
+            not isinstance(t5_input_ids, torch.Tensor)
+            or t5_input_ids.is_floating_point()
+            or t5_input_ids.is_complex()
+            or t5_input_ids.dtype == torch.bool
+        ):
+            kind = (
+                t5_input_ids.dtype if isinstance(t5_input_ids, torch.Tensor) else type(t5_input_ids).__name__
+            )
+            raise TypeError(
+                f"t5_input_ids: expected an integer (int64) tensor of shape ({batch}, {length}), got {kind}."
+            )
+        if t5_input_ids.ndim == 2 and t5_input_ids.shape[0] != batch:
+            raise ValueError(
+                f"t5_input_ids: {t5_input_ids.shape[0]} rows for {batch} prompts; pass one row per prompt."
+            )
         if t5_input_ids.shape != (batch, length):
             raise ValueError(
                 f"t5_input_ids: expected shape ({batch}, {length}), got {tuple(t5_input_ids.shape)}; pad every "
@@ -189,15 +204,7 @@ class FaceT5Encoder(ModelMixin, ConfigMixin):
         if face_images is None:
             size = self.face_image_size
             return torch.zeros(batch, 3, size, size, device=self.device, dtype=dtype)
-        if not isinstance(face_images, torch.Tensor) or not face_images.is_floating_point():
-            raise TypeError(
-                "face_images: expected a (B, 3, H, W) float tensor in [0, 1]; convert 8-bit images with x.float() / 255."
-            )
-        if face_images.ndim != 4 or face_images.shape[1] != 3 or face_images.shape[0] != batch:
-            raise ValueError(
-                f"face_images: expected shape ({batch}, 3, H, W) (one aligned face per prompt), "
-                f"got {tuple(face_images.shape)}."
-            )
+        check_face_batch(face_images, batch)
         return face_images.to(self.device)
 
     # ---------------------------------------------------------------------------------------------- forward
@@ -222,9 +229,7 @@ class FaceT5Encoder(ModelMixin, ConfigMixin):
         Returns:
             FaceT5EncoderOutput: prompt_embeds (B, 512, 4096), pooled_prompt_embeds (B, 768) for FaceT5-FLUX.
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts: expected a str or a non-empty list of str.")
+        prompts = check_prompts(prompts)
         batch = len(prompts)
         faces = self._faces(face_images, batch)
         t5_ids = (

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from faceclip.models.inputs import check_pixel_values
+
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import DetectedFace, FaceAnalyzer
 
@@ -56,13 +58,19 @@ def prepare_face(
     Raises:
         faceclip.face.ImageLoadError: the photo cannot be read.
         faceclip.face.NoFaceFoundError: no face in the photo.
-        ValueError: a tensor of the wrong shape or dtype (values are checked by :func:`check_face_values`).
+        ValueError: a tensor of the wrong shape, size or dtype (values are checked by :func:`check_face_values`).
+        TypeError: ``face_image`` is none of the above.
     """
     if isinstance(face_image, PreparedFace):
         return face_image
     if isinstance(face_image, torch.Tensor):
         return PreparedFace(tensor=_check_aligned_tensor(face_image))
 
+    if not isinstance(face_image, str | os.PathLike | Image.Image | np.ndarray):
+        raise TypeError(
+            f"face_image: expected a photo (path, PIL image, HxWx3 array) or an aligned face tensor (3, H, W) "
+            f"in [0, 1], got {type(face_image).__name__}."
+        )
     from faceclip.face import FaceAnalyzer, to_tensor
 
     analyzer = analyzer if analyzer is not None else FaceAnalyzer()
@@ -79,7 +87,12 @@ def _check_aligned_tensor(face: torch.Tensor) -> torch.Tensor:
             "Pass one face; for a photo, pass its path or a PIL image instead."
         )
     if not face.is_floating_point():
-        raise ValueError(f"face_image: expected a float tensor in [0, 1], got dtype {face.dtype}.")
+        raise ValueError(
+            f"face_image: expected a float tensor in [0, 1], got dtype {face.dtype}; convert 8-bit images with "
+            "x.float() / 255."
+        )
+    if face.shape[-1] == 0 or face.shape[-2] == 0:
+        raise ValueError(f"face_image: empty face tensor of shape {tuple(face.shape)}; pass H, W >= 1.")
     return face
 
 
@@ -87,11 +100,6 @@ def check_face_values(face: torch.Tensor) -> None:
     """Raise ValueError unless every value of the aligned face tensor is finite and in [0, 1].
 
     Reads the values back (a device sync), so the pipeline runs it once per call in ``check_inputs``; the
-    encoder's forward does not check values.
+    encoder's forward does not check values. Shape and dtype are checked first.
     """
-    low, high = float(face.min()), float(face.max())  # NaN compares False, so it fails the range test
-    if not (low >= 0.0 and high <= 1.0):
-        raise ValueError(
-            f"face_image: tensor values must be finite and lie in [0, 1] (no mean/std normalisation; divide 0-255 "
-            f"images by 255); got [{low:.3f}, {high:.3f}]."
-        )
+    check_pixel_values(_check_aligned_tensor(face), "face_image")

@@ -9,6 +9,7 @@ the training image. Trainable: the five input projections, the fuser, the heads,
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from faceclip.training.config import Stage1Config
 from faceclip.training.distributed import gather_batch
 from faceclip.training.heads import AlignmentHeads
 from faceclip.training.losses import alignment_loss, retrieval_accuracy
-from faceclip.training.targets import PRECOMPUTED, ImageTargetTower, build_image_tower
+from faceclip.training.targets import PRECOMPUTED, TINY_RANDOM, ImageTargetTower, build_image_tower
 from faceclip.training.task import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,42 @@ def _precomputed(batch: dict, key: str, setting: str) -> torch.Tensor:
     return batch["targets"][key]
 
 
+def image_target_source(config: Stage1Config, branch: str) -> str:
+    """The image-target source of ``branch``: ``model.targets.image_<b>``, or the tiny random tower for a smoke run.
+
+    A smoke run (a packaged random encoder such as ``faceclip-tiny``, e.g. ``stage1_tiny.yaml``) whose config
+    says ``precomputed`` on data that holds no such targets (shards prepared without ``--image-target-<b>``)
+    takes its image targets from the tiny random tower: no download, and random targets suit random weights.
+    A real encoder never gets random targets: there the setting stands (and fails naming the fix).
+    """
+    from faceclip.models import list_configs
+
+    source = getattr(config.model.targets, f"image_{branch}")
+    data = config.data.source
+    if source != PRECOMPUTED or data == "synthetic" or config.model.encoder not in list_configs():
+        return source
+    if branch in _prepared_image_targets(Path(data)):
+        return source
+    logger.warning(
+        "model.targets.image_%s is 'precomputed' but %s holds no image_%s targets; this smoke run (random "
+        "encoder %s) uses the tiny random image tower instead. For real targets: faceclip prepare ... "
+        "--image-target-%s MODEL.", branch, data, branch, config.model.encoder, branch,
+    )  # fmt: skip
+    return TINY_RANDOM
+
+
+def _prepared_image_targets(folder: Path) -> set[str]:
+    """Branches whose image targets ``faceclip prepare`` stored in ``folder`` (empty when it records none)."""
+    from faceclip.training.prepare import RECORD
+
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return set()
+    targets = record.get("image_targets") if isinstance(record, dict) else None
+    return set(targets) if isinstance(targets, dict) else set()
+
+
 def _chance(labels: torch.Tensor) -> float:
     return (labels[:, None] == labels[None, :]).float().mean().item()
 
@@ -233,7 +270,7 @@ class Stage1Task:
                     branch.logit_scale.data.fill_(config.loss.init_logit_scale)
                 if config.loss.init_logit_bias is not None:
                     branch.logit_bias.data.fill_(config.loss.init_logit_bias)
-                source = mc.targets.image_l if name == "l" else mc.targets.image_g
+                source = image_target_source(config, name)
                 towers[name] = (
                     build_image_tower(source, text_dim, seed=mc.targets.seed)
                     if config.loss.image_weight

@@ -34,6 +34,7 @@ from diffusers.utils.torch_utils import get_module_execution_device, randn_tenso
 from PIL import Image
 
 from faceclip.models.encoder import FaceCLIPEncoder
+from faceclip.models.inputs import check_finite_embeds, check_prompts
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values
 from faceclip.pipelines.face_pipeline import FacePipelineMixin, negative_prompts_for, per_image
 from faceclip.pipelines.saved_layout import SavedLayout, SavedLayoutMixin
@@ -258,21 +259,40 @@ class FaceCLIPStableDiffusionXLPipeline(
                 f"callback_on_step_end_tensor_inputs: {unknown} are not available; choose from "
                 f"{self._callback_tensor_inputs}."
             )
+        self._check_embeddings(
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         self._check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
         self._check_negative_embeds(
             negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
-        for name, embeds, width_wanted in (
-            ("prompt_embeds", prompt_embeds, self.unet.config.cross_attention_dim),
-            ("negative_prompt_embeds", negative_prompt_embeds, self.unet.config.cross_attention_dim),
-        ):
-            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != width_wanted):
-                raise ValueError(
-                    f"{name}: expected shape (B, 77, {width_wanted}) (from pipe.encode_prompt); "
-                    f"got {tuple(embeds.shape)}."
-                )
         if isinstance(face_image, PreparedFace | torch.Tensor):
             check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
+
+    def _check_embeddings(self, prompt_embeds, pooled, negative_embeds, negative_pooled) -> None:
+        """Precomputed embeddings: float tensors, finite, of shape (B, 77, D) (D: the UNet's cross-attention
+        width) and (B, P) (P: what the UNet's added conditioning leaves after the time ids), B >= 1."""
+        config = self.unet.config
+        width = config.cross_attention_dim
+        added, time_ids = config.projection_class_embeddings_input_dim, config.addition_time_embed_dim
+        pooled_width = added - 6 * time_ids if added and time_ids else "P"
+        for name, embeds, wanted in (
+            ("prompt_embeds", prompt_embeds, (77, width)),
+            ("negative_prompt_embeds", negative_embeds, (77, width)),
+            ("pooled_prompt_embeds", pooled, (pooled_width,)),
+            ("negative_pooled_prompt_embeds", negative_pooled, (pooled_width,)),
+        ):
+            if embeds is None:
+                continue
+            check_finite_embeds(embeds, name)
+            width_fits = wanted[-1] == "P" or embeds.shape[-1] == wanted[-1]
+            fits = embeds.ndim == len(wanted) + 1 and width_fits and embeds.shape[0] > 0
+            if not fits:
+                wanted = ", ".join(str(n) for n in ("B", *wanted))
+                raise ValueError(
+                    f"{name}: expected shape ({wanted}) with B >= 1 (from pipe.encode_prompt); "
+                    f"got {tuple(embeds.shape)}."
+                )
 
     @staticmethod
     def _check_prompt_inputs(
@@ -363,14 +383,20 @@ class FaceCLIPStableDiffusionXLPipeline(
             FaceCLIP-SDXL); the negatives are ``None`` without guidance unless passed in.
         """
         device = device or self._execution_device
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(
+                f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}."
+            )
+        self._check_embeddings(
+            prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
+        )
         if prompt_embeds is None:
             if face_image is None or prompt is None:
                 raise ValueError("encode_prompt: pass prompt and face_image, or prompt_embeds.")
             prompt_embeds, pooled_prompt_embeds = self.encode_face_prompts(
-                face_image, prompt, device, face_index
+                face_image, check_prompts(prompt, "prompt"), device, face_index
             )
-        elif pooled_prompt_embeds is None:
-            raise ValueError("encode_prompt: prompt_embeds needs pooled_prompt_embeds.")
+        _check_rows(prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds)
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             negatives = negative_prompts_for(
                 negative_prompt, prompt_embeds.shape[0], DEFAULTS.negative_prompt
@@ -687,6 +713,22 @@ def _lora_source(source, kwargs: dict) -> tuple[str | dict, dict]:
     if kwargs["weight_name"] is None:
         del kwargs["weight_name"]
     return path, kwargs
+
+
+def _check_rows(
+    prompt_embeds: torch.Tensor, pooled: torch.Tensor | None, negative: torch.Tensor | None
+) -> None:
+    """One row per prompt: ``pooled`` (required) and ``negative`` (optional) have as many rows as the prompts."""
+    if pooled is None or pooled.shape[0] != prompt_embeds.shape[0]:
+        raise ValueError(
+            "encode_prompt: prompt_embeds needs pooled_prompt_embeds with the same batch size "
+            "(both come from pipe.encode_prompt)."
+        )
+    if negative is not None and negative.shape[0] != prompt_embeds.shape[0]:
+        raise ValueError(
+            f"negative_prompt_embeds: {negative.shape[0]} rows for {prompt_embeds.shape[0]} prompts; pass one "
+            "row per prompt (pipe.encode_negative_prompt gives them)."
+        )
 
 
 def _unet_lora_part(
