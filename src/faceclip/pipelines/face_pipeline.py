@@ -7,15 +7,33 @@ A family's pipeline mixes :class:`FacePipelineMixin` into its diffusers pipeline
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+from diffusers.utils import BaseOutput
+from PIL import Image
 
+from faceclip.models.inputs import check_finite_embeds
 from faceclip.pipelines.embedding_cache import CacheInfo, EmbeddingCache
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values, prepare_face
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceclip.face import FaceAnalyzer
+
+
+@dataclass
+class FacePipelineOutput(BaseOutput):
+    """Output of the pipelines of both families.
+
+    Attributes:
+        images: ``num_prompts * num_images_per_prompt`` PIL images (prompt-major), or an array / tensor
+            depending on ``output_type``.
+        face: the aligned face that conditioned them (``None`` when embeddings were passed in).
+    """
+
+    images: list[Image.Image] | Any
+    face: PreparedFace | None = None
 
 
 class FacePipelineMixin:
@@ -166,11 +184,18 @@ def check_negative_embeds(negative_prompt, prompt_embeds, negative_embeds, negat
         )
 
 
-def check_embeds_width(name: str, embeds: torch.Tensor | None, width: int, length: str) -> None:
-    """``embeds`` must be (B, ``length``, ``width``) as ``pipe.encode_prompt`` returns it."""
-    if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != width):
+def check_embeds(name: str, embeds: torch.Tensor | None, trailing: tuple[int | str, ...]) -> None:
+    """Precomputed embeddings: a finite float tensor of shape (B, *trailing), B >= 1, as ``pipe.encode_prompt``
+    returns it; a ``str`` in ``trailing`` is a size that is not checked (it names the axis in the message)."""
+    if embeds is None:
+        return
+    check_finite_embeds(embeds, name)
+    fits = embeds.ndim == len(trailing) + 1 and embeds.shape[0] > 0
+    fits = fits and all(isinstance(want, str) or got == want for got, want in zip(embeds.shape[1:], trailing))
+    if not fits:
+        wanted = ", ".join(str(n) for n in ("B", *trailing))
         raise ValueError(
-            f"{name}: expected shape (B, {length}, {width}) (from pipe.encode_prompt); got {tuple(embeds.shape)}."
+            f"{name}: expected shape ({wanted}) with B >= 1 (from pipe.encode_prompt); got {tuple(embeds.shape)}."
         )
 
 

@@ -11,22 +11,20 @@ offloading mode, quantized transformer and LoRA works as it does there.
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils import BaseOutput
-from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from faceclip.models.facet5_encoder import FaceT5Encoder
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values
 from faceclip.pipelines.face_pipeline import (
     FacePipelineMixin,
-    check_embeds_width,
+    FacePipelineOutput,
+    check_embeds,
     check_negative_embeds,
     check_prompt_inputs,
     negative_prompts_for,
@@ -38,18 +36,8 @@ from faceclip.pipelines.saved_layout import SavedLayout, SavedLayoutMixin
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class FaceT5FluxPipelineOutput(BaseOutput):
-    """Output of :class:`FaceT5FluxPipeline`.
-
-    Attributes:
-        images: ``num_prompts * num_images_per_prompt`` PIL images (prompt-major), or an array / tensor
-            depending on ``output_type``.
-        face: the aligned face that conditioned them (``None`` when embeddings were passed in).
-    """
-
-    images: list[Image.Image] | Any
-    face: PreparedFace | None = None
+class FaceT5FluxPipelineOutput(FacePipelineOutput):
+    """Output of :class:`FaceT5FluxPipeline`: ``images`` and the aligned ``face`` (see :class:`FacePipelineOutput`)."""
 
 
 class FaceT5FluxPipeline(FacePipelineMixin, SavedLayoutMixin, FluxPipeline):
@@ -209,12 +197,15 @@ class FaceT5FluxPipeline(FacePipelineMixin, SavedLayoutMixin, FluxPipeline):
         check_negative_embeds(
             negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
-        width = self.transformer.config.joint_attention_dim
-        for name, embeds in (
-            ("prompt_embeds", prompt_embeds),
-            ("negative_prompt_embeds", negative_prompt_embeds),
+        length, width = self.max_sequence_length, self.transformer.config.joint_attention_dim
+        pooled = self.transformer.config.pooled_projection_dim
+        for name, embeds, trailing in (
+            ("prompt_embeds", prompt_embeds, (length, width)),
+            ("negative_prompt_embeds", negative_prompt_embeds, (length, width)),
+            ("pooled_prompt_embeds", pooled_prompt_embeds, (pooled,)),
+            ("negative_pooled_prompt_embeds", negative_pooled_prompt_embeds, (pooled,)),
         ):
-            check_embeds_width(name, embeds, width, str(self.max_sequence_length))
+            check_embeds(name, embeds, trailing)
         if isinstance(face_image, PreparedFace | torch.Tensor):
             check_face_values(face_image.tensor if isinstance(face_image, PreparedFace) else face_image)
 

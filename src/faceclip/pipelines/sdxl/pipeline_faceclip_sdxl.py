@@ -14,7 +14,6 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,14 +28,20 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
     retrieve_timesteps,
 )
 from diffusers.schedulers import KarrasDiffusionSchedulers
-from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
-from PIL import Image
 
 from faceclip.models.encoder import FaceCLIPEncoder
-from faceclip.models.inputs import check_finite_embeds, check_prompts
+from faceclip.models.inputs import check_prompts
 from faceclip.pipelines.face_input import FaceInput, PreparedFace, check_face_values
-from faceclip.pipelines.face_pipeline import FacePipelineMixin, negative_prompts_for, per_image
+from faceclip.pipelines.face_pipeline import (
+    FacePipelineMixin,
+    FacePipelineOutput,
+    check_embeds,
+    check_negative_embeds,
+    check_prompt_inputs,
+    negative_prompts_for,
+    per_image,
+)
 from faceclip.pipelines.saved_layout import SavedLayout, SavedLayoutMixin
 from faceclip.pipelines.sdxl.family import DEFAULTS
 
@@ -46,18 +51,8 @@ TEXT_ENCODER_LORA_PREFIXES = ("text_encoder.", "text_encoder_2.")
 """Prefixes of SDXL text-encoder LoRA weights (after diffusers' kohya/A1111 conversion)."""
 
 
-@dataclass
-class FaceCLIPStableDiffusionXLPipelineOutput(BaseOutput):
-    """Output of :class:`FaceCLIPStableDiffusionXLPipeline`.
-
-    Attributes:
-        images: ``num_prompts * num_images_per_prompt`` PIL images (prompt-major), or an array / tensor
-            depending on ``output_type``.
-        face: the aligned face that conditioned them (``None`` when embeddings were passed in).
-    """
-
-    images: list[Image.Image] | Any
-    face: PreparedFace | None = None
+class FaceCLIPStableDiffusionXLPipelineOutput(FacePipelineOutput):
+    """Output of :class:`FaceCLIPStableDiffusionXLPipeline`: ``images`` and the aligned ``face`` (see :class:`FacePipelineOutput`)."""
 
 
 class FaceCLIPStableDiffusionXLPipeline(
@@ -262,8 +257,8 @@ class FaceCLIPStableDiffusionXLPipeline(
         self._check_embeddings(
             prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
-        self._check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
-        self._check_negative_embeds(
+        check_prompt_inputs(face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds)
+        check_negative_embeds(
             negative_prompt, prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
         if isinstance(face_image, PreparedFace | torch.Tensor):
@@ -276,75 +271,13 @@ class FaceCLIPStableDiffusionXLPipeline(
         width = config.cross_attention_dim
         added, time_ids = config.projection_class_embeddings_input_dim, config.addition_time_embed_dim
         pooled_width = added - 6 * time_ids if added and time_ids else "P"
-        for name, embeds, wanted in (
+        for name, embeds, trailing in (
             ("prompt_embeds", prompt_embeds, (77, width)),
             ("negative_prompt_embeds", negative_embeds, (77, width)),
             ("pooled_prompt_embeds", pooled, (pooled_width,)),
             ("negative_pooled_prompt_embeds", negative_pooled, (pooled_width,)),
         ):
-            if embeds is None:
-                continue
-            check_finite_embeds(embeds, name)
-            width_fits = wanted[-1] == "P" or embeds.shape[-1] == wanted[-1]
-            fits = embeds.ndim == len(wanted) + 1 and width_fits and embeds.shape[0] > 0
-            if not fits:
-                wanted = ", ".join(str(n) for n in ("B", *wanted))
-                raise ValueError(
-                    f"{name}: expected shape ({wanted}) with B >= 1 (from pipe.encode_prompt); "
-                    f"got {tuple(embeds.shape)}."
-                )
-
-    @staticmethod
-    def _check_prompt_inputs(
-        face_image, prompt, negative_prompt, prompt_embeds, pooled_prompt_embeds
-    ) -> None:
-        if prompt_embeds is not None:
-            if prompt is not None:
-                raise ValueError("Pass either prompt or prompt_embeds, not both.")
-            if face_image is not None:
-                raise ValueError(
-                    "face_image is not used with prompt_embeds (the face is already in the embeddings from "
-                    "pipe.encode_prompt); pass either face_image + prompt or prompt_embeds."
-                )
-            if pooled_prompt_embeds is None or pooled_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
-                raise ValueError(
-                    "prompt_embeds needs pooled_prompt_embeds with the same batch size "
-                    "(both come from pipe.encode_prompt)."
-                )
-            return
-        if prompt is None:
-            raise ValueError("prompt: required (a string or a list of strings), or pass prompt_embeds.")
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompt must be a string or a non-empty list of strings; got {prompt!r}.")
-        if face_image is None:
-            raise ValueError(
-                "face_image: required (a photo path, PIL image, array, or an aligned face tensor)."
-            )
-        if isinstance(negative_prompt, list) and len(negative_prompt) != len(prompts):
-            raise ValueError(
-                f"negative_prompt: a list must have one entry per prompt ({len(prompts)}); "
-                f"got {len(negative_prompt)}. Pass a single string to use it for every prompt."
-            )
-
-    @staticmethod
-    def _check_negative_embeds(negative_prompt, prompt_embeds, negative_embeds, negative_pooled) -> None:
-        if negative_embeds is None:
-            if negative_pooled is not None:
-                raise ValueError("negative_pooled_prompt_embeds needs negative_prompt_embeds as well.")
-            return
-        if negative_prompt is not None:
-            raise ValueError("Pass either negative_prompt or negative_prompt_embeds, not both.")
-        if negative_pooled is None or negative_pooled.shape[0] != negative_embeds.shape[0]:
-            raise ValueError(
-                "negative_prompt_embeds needs negative_pooled_prompt_embeds with the same batch size "
-                "(both come from pipe.encode_prompt or pipe.encode_negative_prompt)."
-            )
-        if prompt_embeds is not None and prompt_embeds.shape != negative_embeds.shape:
-            raise ValueError(
-                f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
-                f"{tuple(negative_embeds.shape)} must have the same shape."
-            )
+            check_embeds(name, embeds, trailing)
 
     # ------------------------------------------------------------------ embeddings
 
