@@ -117,11 +117,14 @@ class GenerationSettings:
                 (:func:`faceclip.registry.family_of`; a stand-in pipeline may carry ``generation_defaults``).
         """
         settings = self.validate()
-        defaults = getattr(pipe, "generation_defaults", None)
-        if defaults is None:
+        defaults = _family_defaults(pipe)
+        if defaults is None:  # a stand-in pipeline of no family: usable when nothing is left to fill in
+            names = ("negative_prompt", "num_inference_steps", "guidance_scale", "height", "width")
+            if all(getattr(settings, name) is not None for name in names):
+                return settings
             from faceclip.registry import family_of
 
-            defaults = family_of(pipe).defaults
+            family_of(pipe)  # raises, naming the pipeline
         _check_family_settings(settings, defaults)
         height, width = pipe.default_size
         true_cfg = _default(settings.true_cfg_scale, defaults.true_cfg_scale)
@@ -143,6 +146,19 @@ class GenerationSettings:
 
 def _default(value, default):
     return default if value is None else value
+
+
+def _family_defaults(pipe: Any):
+    """The generation defaults of ``pipe``'s family (or of a stand-in's ``generation_defaults``), or ``None``."""
+    from faceclip.registry import ModelArgumentError, family_of
+
+    defaults = getattr(pipe, "generation_defaults", None)
+    if defaults is not None:
+        return defaults
+    try:
+        return family_of(pipe).defaults
+    except ModelArgumentError:
+        return None
 
 
 def _check_family_settings(settings: GenerationSettings, defaults: Any) -> None:

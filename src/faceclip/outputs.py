@@ -200,7 +200,7 @@ def generation_metadata(
         **({"true_cfg": true_cfg} if true_cfg is not None else {}),
         "size": f"{height}x{width}",
         "model": model,
-        "family": family,
+        **({"family": family} if family is not None else {}),
         "face_file": face_file,
         "face_sha256": face_sha256,
         "face_index": face_index,
