@@ -25,6 +25,10 @@ def config(tmp_path):
     )
 
 
+def _no_progress(*args, **kwargs):
+    pass
+
+
 def _event(demo, name):
     return next(fn for fn in demo.fns.values() if fn.name == name)
 
@@ -68,7 +72,9 @@ def test_photo_then_generate(fake_pipe, config, photo_path):
 
     on_generate = _event(demo, "on_generate").fn
     updates = list(
-        on_generate(face, "a photo", "", 2, 2, 5.0, 11, "Custom 64×64", progress=lambda *a, **k: None)
+        on_generate(
+            face, "fake", "a photo", "", 2, 2, 5.0, 1.0, 11, "Custom 64×64", progress=lambda *a, **k: None
+        )
     )
     gallery, files = updates[-1]
     assert len(updates) == 2 and gallery == files and len(files) == 2  # the gallery grows image by image
@@ -95,7 +101,9 @@ def test_generate_without_a_face_changes_nothing(fake_pipe, config):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         updates = list(
-            on_generate(None, "a photo", "", 1, 2, 5.0, 0, "Custom 64×64", progress=lambda *a, **k: None)
+            on_generate(
+                None, "fake", "a photo", "", 1, 2, 5.0, 1.0, 0, "Custom 64×64", progress=lambda *a, **k: None
+            )
         )
     assert len(updates) == 1 and all(isinstance(u, type(gr.skip())) for u in updates[0])
     assert fake_pipe.calls == []
@@ -107,16 +115,21 @@ def test_generation_failure_is_a_short_message(config, photo_path):
     face = _event(demo, "on_photo").fn({"path": str(photo_path)})[0]
     on_generate = _event(demo, "on_generate").fn
     with pytest.raises(gr.Error, match="ran out of memory"):
-        list(on_generate(face, "a photo", "", 1, 2, 5.0, 0, "Custom 64×64", progress=lambda *a, **k: None))
+        list(
+            on_generate(face, "fake", "a photo", "", 1, 2, 5.0, 1.0, 0, "Custom 64×64", progress=_no_progress)
+        )
+
+
+def _texts(demo):
+    return [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
 
 
 def test_random_weights_are_announced_in_the_page(fake_pipe, config):
     from dataclasses import replace
 
-    from faceclip.demo.app import RANDOM_WEIGHTS_NOTICE
+    from faceclip.demo.app import random_weights_notice
+    from faceclip.demo.models import DemoModel
 
-    def texts(demo):
-        return [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
-
-    assert RANDOM_WEIGHTS_NOTICE not in texts(create_demo(fake_pipe, config))
-    assert RANDOM_WEIGHTS_NOTICE in texts(create_demo(fake_pipe, replace(config, random_weights=True)))
+    notice = random_weights_notice(DemoModel("fake"))
+    assert notice not in _texts(create_demo(fake_pipe, config))
+    assert notice in _texts(create_demo(fake_pipe, replace(config, random_weights=True)))

@@ -194,6 +194,7 @@ def test_generate_images_records_what_faceclip_generate_records(fake_pipe, photo
         "guidance": 4.5,
         "size": "256x320",
         "model": "m",
+        "family": None,  # a stand-in pipeline of no family; the real ones: test_models.py
         "face_file": "my photo.jpg",
         "face_sha256": file_sha256(photo_path),
         "face_index": 0,
