@@ -145,7 +145,7 @@ class _Callbacks:
             gr.Warning(str(error), title="Cannot load this model")
             kept = self.pool.model(session_name)
             keep = (gr.skip(),) * (2 + len(_FORM_FIELDS))
-            return (kept.name, kept.name, f"**Cannot load this model.** {error}", *keep)
+            return (kept.name, kept.name, f"**Model not changed.** {error}", *keep)
         model = self.pool.model(name)
         notices = _notice_updates(gr, model, self.config)
         form = _form_updates(gr, handlers.family_defaults(pipe), self.form_values(name, pipe))
