@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -196,7 +196,7 @@ class _Callbacks:
             return
         try:
             width, height = handlers.size_from_label(size)
-            form = FormValues(**{**vars(form), "width": width, "height": height})
+            form = replace(form, width=width, height=height)
             settings = handlers.settings_for(pipe, form, config.max_images, config.max_steps)
         except DemoError as error:
             gr.Warning(str(error), title="Check the settings")
