@@ -242,3 +242,13 @@ def test_flux_sizes_off_its_grid_are_refused_in_words(two_models, config, photo_
     with pytest.warns(UserWarning, match="width must be a multiple of 16"):
         updates = list(_event(demo, "on_generate").fn(*args, progress=_no_progress))
     assert len(updates) == 1 and pool.current.calls == []
+
+
+def test_a_bad_setting_is_refused_before_another_model_loads(two_models, config, photo_path):
+    pool, loaded = two_models
+    demo = create_demo(pool, config)
+    face = _event(demo, "on_photo").fn({"path": str(photo_path)})[0]
+    args = (face, "flux", "   ", "", 1, 2, 1.0, 3.5, 3, "Custom 64×64")
+    with pytest.warns(UserWarning, match="Type a prompt first"):
+        list(_event(demo, "on_generate").fn(*args, progress=_no_progress))
+    assert loaded == ["sdxl"]

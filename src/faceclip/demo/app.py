@@ -189,17 +189,13 @@ class _Callbacks:
             yield gr.skip(), gr.skip()
             return
         try:
-            pipe = self.pool.select(model_name)  # another session may have switched models meanwhile
-        except DemoError as error:
-            gr.Warning(str(error), title="Cannot load this model")
-            yield gr.skip(), gr.skip()
-            return
-        try:
             width, height = handlers.size_from_label(size)
             form = replace(form, width=width, height=height)
+            form.to_settings(config.max_images, config.max_steps)  # the checks that need no model, first
+            pipe = self.pool.select(model_name)  # another session may have switched models meanwhile
             settings = handlers.settings_for(pipe, form, config.max_images, config.max_steps)
         except DemoError as error:
-            gr.Warning(str(error), title="Check the settings")
+            gr.Warning(str(error), title="Cannot generate")
             yield gr.skip(), gr.skip()
             return
         progress(0.0, desc="Starting")
