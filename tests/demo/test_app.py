@@ -177,6 +177,11 @@ def test_the_menu_lists_the_models_with_their_family(two_models, config):
     assert loaded == ["sdxl"]  # the others load when chosen
     assert "random weights" in _block(demo, "random-weights").value
     assert _block(demo, "licence").visible is False
+    texts = _texts(demo)
+    assert (
+        sum("Model: `" in text for text in texts) == 1
+        and sum("random weights" in text for text in texts) == 1
+    )
 
 
 def test_choosing_flux_fills_its_defaults_and_notices(two_models, config):

@@ -253,16 +253,20 @@ def _model_line(model: DemoModel) -> str:
     return f"Model: `{model.name}`" + (f" ({model.family_title})" if model.family_title else "")
 
 
-def _notice_updates(gr, model: DemoModel, config: DemoConfig) -> tuple:
-    """Updates of the model line, the random-weights notice and the licence notice for ``model``."""
+def _notices(model: DemoModel, config: DemoConfig) -> tuple[tuple[str, bool], ...]:
+    """``(text, visible)`` of the model line, the random-weights notice and the licence notice for ``model``."""
     licence = model.license_notice if config.show_license_notice else ""
+    random_weights = random_weights_notice(model) if model.random_weights else ""
     return (
-        gr.Markdown(_model_line(model)),
-        gr.Markdown(
-            random_weights_notice(model) if model.random_weights else "", visible=model.random_weights
-        ),
-        gr.Markdown(f"_{licence}_" if licence else "", visible=bool(licence)),
+        (_model_line(model), True),
+        (random_weights, bool(random_weights)),
+        (f"_{licence}_" if licence else "", bool(licence)),
     )
+
+
+def _notice_updates(gr, model: DemoModel, config: DemoConfig) -> tuple:
+    """Updates of the model line and the notices (call outside the layout: a component made there is shown)."""
+    return tuple(gr.Markdown(text, visible=visible) for text, visible in _notices(model, config))
 
 
 def create_demo(pipe: handlers.DemoPipeline | ModelPool, config: DemoConfig | None = None) -> gradio.Blocks:
@@ -306,9 +310,9 @@ def _model_widgets(gr, pool: ModelPool, config: DemoConfig) -> SimpleNamespace:
     )  # fmt: skip
     page.model_state = gr.State(first.name)
     page.model_info, page.random_notice, page.licence = (
-        gr.Markdown(update.value, visible=update.visible, elem_id=elem_id)
-        for update, elem_id in zip(
-            _notice_updates(gr, first, config), ("model-info", "random-weights", "licence"), strict=True
+        gr.Markdown(text, visible=visible, elem_id=elem_id)
+        for (text, visible), elem_id in zip(
+            _notices(first, config), ("model-info", "random-weights", "licence"), strict=True
         )
     )
     return page
@@ -343,7 +347,9 @@ def _prompt_widgets(gr, page: SimpleNamespace, pool: ModelPool, config: DemoConf
             page.num_images = gr.Slider(
                 1, config.max_images, value=defaults.num_images, step=1, label="Number of images"
             )
-            page.steps = gr.Slider(1, config.max_steps, value=state.steps, step=1, label="Steps")
+            page.steps = gr.Slider(
+                1, config.max_steps, value=state.steps, step=1, label="Steps", elem_id="steps"
+            )
         with gr.Row():
             page.guidance = gr.Slider(
                 0.0, 15.0, value=state.guidance, step=0.5, label=state.guidance_label, info=state.guidance_info,
