@@ -40,9 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="ID_OR_DIR",
-        help=f"a model to offer, as for 'faceclip generate --model' (default: '{RELEASED_MODEL}'); repeat it to "
-        "offer several in a 'Model' menu: the first is loaded at start and is the default, the others are "
-        "loaded when chosen, and one model is on the device at a time",
+        help=f"a model to offer, as for 'faceclip generate --model': '{RELEASED_MODEL}' (the released weights, "
+        "default), a hub id or folder, or 'tiny-random' / 'tiny-random-flux' (random weights: noise, for "
+        "testing). Repeat it to offer several in a 'Model' menu: the first is loaded at start and is the "
+        "default, the others are loaded when chosen, one model is on the device at a time; --family, "
+        "--base-model, --device and --dtype apply to each",
     )
     add_base_model_option(parser)
     parser.add_argument(
