@@ -1,4 +1,5 @@
-"""A fake pipeline with the demo's contract (prepare_face, __call__), for tests that need no model."""
+"""A fake pipeline with the demo's contract (prepare_face, __call__, default_size, generation_defaults), for
+tests that need no model; tiny real pipelines of both families, loaded once per test session."""
 
 from __future__ import annotations
 
@@ -29,16 +30,30 @@ class FakeScheduler:
 
 
 class FakePipeline:
-    """Records calls; makes a flat image whose colour depends on the generator's seed."""
+    """Records calls and moves; makes a flat image whose colour depends on the generator's seed.
+
+    ``defaults``: the family defaults it stands in for (FaceCLIP-SDXL's unless given).
+    """
 
     dtype = torch.float32
+    default_size = (64, 64)
 
-    def __init__(self, num_faces: int = 1, fails_with: Exception | None = None):
+    def __init__(self, num_faces: int = 1, fails_with: Exception | None = None, defaults=None):
+        from faceclip.pipelines.sdxl.family import DEFAULTS
+
+        self.generation_defaults = defaults or DEFAULTS
+        self.device = torch.device("cpu")
+        self.moves: list[str] = []
         self.faces = [_face(shift=60 * i, size=40 - 5 * i) for i in range(num_faces)]  # largest first
         self.face_analyzer = SimpleNamespace(detect=lambda image: list(self.faces))
         self.fails_with = fails_with
         self.calls: list[dict] = []
         self.scheduler = FakeScheduler()
+
+    def to(self, device):
+        self.device = torch.device(device)
+        self.moves.append(str(device))
+        return self
 
     def prepare_face(self, face_image, face_index=None):
         if not self.faces or (face_index or 0) >= len(self.faces):
@@ -74,3 +89,14 @@ def photo_path(tmp_path):
     path = tmp_path / "photo.jpg"
     Image.new("RGB", (80, 96), (200, 150, 120)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pipes():
+    """``{"tiny-random": FaceCLIP-SDXL, "tiny-random-flux": FaceT5-FLUX}``, tiny random components on the CPU."""
+    from faceclip.registry import load_pipeline
+
+    pipes = {name: load_pipeline(name).to("cpu") for name in ("tiny-random", "tiny-random-flux")}
+    for pipe in pipes.values():
+        pipe.set_progress_bar_config(disable=True)
+    return pipes

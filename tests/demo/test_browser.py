@@ -223,3 +223,70 @@ def test_server_files_are_not_served(server):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{url}/gradio_api/file={target}", timeout=10)
         assert info.value.code in (403, 404), f"{target}: HTTP {info.value.code}"
+
+
+@pytest.fixture(scope="module")
+def two_model_server(tmp_path_factory):
+    """A page offering tiny-random, tiny-random-flux and a FaceT5-FLUX folder that fails to load."""
+    pytest.importorskip("gradio", reason='the demo needs gradio: pip install "faceclip[demo]"')
+    from faceclip.demo import DemoConfig, DemoModel, FormValues, ModelPool, create_demo, launch_demo
+    from faceclip.registry import load_pipeline, resolve_model
+
+    broken = tmp_path_factory.mktemp("models") / "broken-flux"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "FaceT5FluxPipeline"}))
+    names = ["tiny-random", "tiny-random-flux", str(broken)]
+    models = [DemoModel.from_source(name, resolve_model(name)) for name in names]
+    pool = ModelPool(models, load_pipeline)
+    config = DemoConfig(
+        output_dir=tmp_path_factory.mktemp("demo-outputs"),
+        defaults=FormValues(prompt=PROMPT, num_images=1, steps=2, seed=7, width=128, height=128),
+    )
+    demo = create_demo(pool, config)
+    url = launch_demo(demo, config, host="127.0.0.1", port=_free_port(), block=False, quiet=True)
+    yield url.rstrip("/"), config, broken
+    demo.close()
+
+
+def _choose_model(page, label: str) -> None:
+    page.locator("#model input").click()
+    page.get_by_role("option", name=label).click()
+
+
+def test_choose_a_model_of_the_other_family(browser, two_model_server):
+    url, config, broken = two_model_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#generate").wait_for()
+    assert page.locator("#true-cfg").count() == 0 or not page.locator("#true-cfg").is_visible()
+    page.get_by_text("Guidance scale").first.wait_for()
+
+    _choose_model(page, "tiny-random-flux (FaceT5-FLUX)")
+    page.locator("#true-cfg").wait_for(state="visible", timeout=60_000)
+    page.get_by_text("Distilled guidance").first.wait_for()
+    page.locator("#model-info").get_by_text("tiny-random-flux").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "demo-flux.png"), full_page=True)
+
+    _choose_model(page, f"{broken} (FaceT5-FLUX)")
+    page.locator("#model-info").get_by_text("Model not changed").wait_for(timeout=60_000)
+    assert page.locator("#model input").input_value() == "tiny-random-flux (FaceT5-FLUX)"
+    assert page.get_by_text("Traceback").count() == 0
+
+    _upload(page, FACE_PHOTO)
+    _wait_for_face(page)
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("2")
+    steps.press("Enter")
+    page.locator("#generate").click()
+    page.locator("#files").get_by_text(".png").first.wait_for(timeout=GENERATE_TIMEOUT_MS)
+    [png] = Path(config.output_dir).glob("*.png")
+    with Image.open(png) as image:
+        meta = json.loads(image.text["faceclip"])
+    assert (meta["model"], meta["family"], meta["true_cfg"], meta["steps"]) == (
+        "tiny-random-flux",
+        "facet5-flux",
+        3.5,
+        2,
+    )
+    page.close()

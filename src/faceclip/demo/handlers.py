@@ -1,4 +1,5 @@
-"""The demo's logic, free of any web framework: read the photo, prepare the face, generate and save images.
+"""The demo's logic, free of any web framework: choose a model, read the photo, prepare the face, generate and
+save images.
 
 :mod:`faceclip.demo.app` wires these functions to Gradio widgets. Everything a user can get wrong raises
 :class:`DemoError`, whose message is meant to be shown in the page as is (no file paths, no tracebacks).
@@ -6,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -13,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
@@ -29,6 +31,9 @@ from faceclip.generation import (
     generate_images as generate,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from faceclip.model_family import GenerationDefaults
+
 logger = logging.getLogger(__name__)
 MAX_PHOTO_PIXELS = 40_000_000
 """Photos with more pixels than this (e.g. 8000 x 5000) are refused before they are decoded."""
@@ -40,7 +45,8 @@ SIZES: dict[str, tuple[int, int]] = {
     "Tall 768×1344": (768, 1344),
     "Quick draft 512×512": (512, 512),
 }
-"""Output sizes offered in the page, ``label -> (width, height)``; SDXL works best near one megapixel."""
+"""Output sizes offered in the page, ``label -> (width, height)``, for every family: SDXL works best near one
+megapixel, and each side is a multiple of 16, as FaceT5-FLUX needs (SDXL needs 8)."""
 
 EXAMPLE_PROMPTS: tuple[str, ...] = (
     "a portrait photo of a person in a garden, soft morning light, 85mm lens",
@@ -56,9 +62,14 @@ class DemoError(Exception):
 
 
 class DemoPipeline(Protocol):
-    """What the demo needs from a pipeline (satisfied by ``FaceCLIPStableDiffusionXLPipeline``)."""
+    """What the demo needs from a pipeline (satisfied by the pipelines of both families).
+
+    A stand-in pipeline of no registered family may carry ``generation_defaults`` (a
+    :class:`~faceclip.model_family.GenerationDefaults`), as :meth:`GenerationSettings.resolve` reads it.
+    """
 
     face_analyzer: Any  # a faceclip.face.FaceAnalyzer
+    default_size: tuple[int, int]  # (height, width) when the form gives none
 
     def prepare_face(self, face_image: Any, face_index: int | None = None) -> Any: ...
 
@@ -109,9 +120,16 @@ class FormValues:
     seed: int = 0
     width: int = 864
     height: int = 1152
+    true_cfg_scale: float | None = None
 
-    def to_settings(self, max_images: int = 4, max_steps: int = 100) -> GenerationSettings:
+    def to_settings(
+        self, max_images: int = 4, max_steps: int = 100, size_multiple: int = 8
+    ) -> GenerationSettings:
         """The generation settings of this form (one image at a time, seeds ``seed, seed + 1, ...``).
+
+        Args:
+            max_images, max_steps: the form's limits.
+            size_multiple: width and height must be multiples of this (the family's: 16 for FaceT5-FLUX).
 
         Raises:
             DemoError: a value is out of the form's range, in words for the page.
@@ -124,9 +142,14 @@ class FormValues:
         ints = {name: _whole_number(name, *limit) for name, limit in limits.items()}
         if self.guidance_scale is None or not 0.0 <= float(self.guidance_scale) <= 30.0:
             raise DemoError(f"The guidance scale must be between 0 and 30; got {self.guidance_scale}.")
+        if self.true_cfg_scale is not None and not 0.0 <= float(self.true_cfg_scale) <= 30.0:
+            raise DemoError(f"The true CFG scale must be between 0 and 30; got {self.true_cfg_scale}.")
         for name, value in (("width", self.width), ("height", self.height)):
-            if value is None or int(value) % 8 or not 64 <= int(value) <= 2048:
-                raise DemoError(f"The image {name} must be a multiple of 8 from 64 to 2048; got {value}.")
+            if value is None or int(value) % size_multiple or not 64 <= int(value) <= 2048:
+                raise DemoError(
+                    f"The image {name} must be a multiple of {size_multiple} from 64 to 2048 for this model; "
+                    f"got {value}."
+                )
         try:
             seeds = consecutive_seeds(ints["seed"], ints["number of images"])
         except SettingsError:
@@ -137,8 +160,41 @@ class FormValues:
         return GenerationSettings(
             prompts=(prompt,), seeds=seeds, negative_prompt=(self.negative_prompt or "").strip(),
             num_inference_steps=ints["steps"], guidance_scale=float(self.guidance_scale),
+            true_cfg_scale=None if self.true_cfg_scale is None else float(self.true_cfg_scale),
             height=int(self.height), width=int(self.width), batch_size=1,
         ).validate()  # fmt: skip
+
+
+def family_defaults(pipe: DemoPipeline) -> GenerationDefaults:
+    """The generation defaults of ``pipe``'s family (:func:`faceclip.registry.family_of`), or a stand-in
+    pipeline's ``generation_defaults``."""
+    defaults = getattr(pipe, "generation_defaults", None)
+    if defaults is None:
+        from faceclip.registry import family_of
+
+        defaults = family_of(pipe).defaults
+    return defaults
+
+
+def settings_for(
+    pipe: DemoPipeline, form: FormValues, max_images: int = 4, max_steps: int = 100
+) -> GenerationSettings:
+    """:meth:`FormValues.to_settings` for ``pipe``'s family: sizes on its grid, and true CFG only where the
+    family has it (the page hides that slider for the others, but still sends its value).
+
+    Raises:
+        DemoError: a value is out of range for the form or for the family.
+    """
+    defaults = family_defaults(pipe)
+    if defaults.true_cfg_scale is None:
+        form = dataclasses.replace(form, true_cfg_scale=None)
+    return form.to_settings(max_images, max_steps, size_multiple=defaults.size_multiple)
+
+
+def uses_distilled_guidance(defaults: GenerationDefaults) -> bool:
+    """True for families whose ``guidance_scale`` is a distilled-guidance input beside true CFG (FaceT5-FLUX,
+    as in diffusers' ``FluxPipeline``); False where it is classifier-free guidance (FaceCLIP-SDXL)."""
+    return defaults.true_cfg_scale is not None
 
 
 def _whole_number(name: str, value, low: int, high: int) -> int:
@@ -156,6 +212,18 @@ def size_from_label(label: str) -> tuple[int, int]:
     except ValueError:
         raise DemoError(f"Unknown image size {label!r}; pick one of: {', '.join(SIZES)}.") from None
     return width, height
+
+
+def size_choices(width: int, height: int) -> tuple[list[str], str]:
+    """The size labels to offer and the label of ``width`` x ``height``: the :data:`SIZES`, plus
+    ``"Custom WxH"`` when it is none of them (a tiny model's small default size)."""
+    labels = list(SIZES)
+    label = next(
+        (name for name, size in SIZES.items() if size == (width, height)), f"Custom {width}×{height}"
+    )
+    if label not in labels:
+        labels.append(label)
+    return labels, label
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int = MAX_PHOTO_PIXELS) -> Image.Image:
