@@ -1,0 +1,219 @@
+"""What the nodes do, as plain functions on ComfyUI's value types (no ComfyUI import needed).
+
+ComfyUI's ``IMAGE`` is a (B, H, W, C) float tensor in [0, 1]; ``CONDITIONING`` is a list of
+``[cond, extras]`` pairs; for SDXL ``cond`` is (B, 77, 2048) and ``extras`` holds ``pooled_output`` (B, 1280)
+and the size and crop conditioning, as ComfyUI's own SDXL text-encode node sets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import NodeInputError
+from .model_folder import FOLDER_NAME, TINY_CHOICE, find_encoder
+
+FACE_SIZE = 448
+"""Side of the aligned face crop (the size the released encoder was trained on)."""
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height")
+
+
+@dataclass
+class LoadedEncoder:
+    """The ``FACECLIP_ENCODER`` value passed between nodes: the encoder and where it runs."""
+
+    encoder: torch.nn.Module
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    negative_cache: dict = field(default_factory=dict)
+
+
+def load_encoder(node: str, name: str, device: str = "auto", dtype: str = "auto") -> LoadedEncoder:
+    """Load the encoder picked in the ``encoder_name`` list onto ``device`` in ``dtype``.
+
+    Raises:
+        NodeInputError: an unknown device or dtype, a missing file, or weights that cannot be read.
+    """
+    from faceclip.registry import load_encoder as load
+
+    torch_device, torch_dtype = _device_and_dtype(node, device, dtype)
+    if name == TINY_CHOICE:
+        source = TINY_CHOICE
+    else:
+        path = find_encoder(name)
+        if path is None:
+            raise NodeInputError(
+                node, "encoder_name", f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released "
+                "face_clip_encoder.pt, or a folder written by 'faceclip convert', there and press refresh "
+                f"(R), or pick {TINY_CHOICE} to try a workflow.",
+            )
+        source = str(path)
+    try:
+        encoder = load(source, torch_dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as err:
+        raise NodeInputError(node, "encoder_name", f"cannot load '{name}': {err}") from err
+    encoder = encoder.to(torch_device).eval()
+    return LoadedEncoder(encoder, name, torch_device, torch_dtype)
+
+
+def _device_and_dtype(node: str, device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    from faceclip.devices import check_device_exists, resolve_dtype
+
+    if device not in DEVICES:
+        raise NodeInputError(node, "device", f"'{device}' is not one of {', '.join(DEVICES)}.")
+    if dtype not in DTYPES:
+        raise NodeInputError(node, "dtype", f"'{dtype}' is not one of {', '.join(DTYPES)}.")
+    torch_device = _comfy_device() if device == "auto" else torch.device(device)
+    try:
+        check_device_exists(torch_device)
+    except ValueError:
+        raise NodeInputError(node, "device", f"this machine has no {device} device; pick auto or cpu.") from None
+    return torch_device, resolve_dtype(dtype, torch_device)
+
+
+def _comfy_device() -> torch.device:
+    """ComfyUI's compute device when ComfyUI is there, else the available accelerator or the CPU."""
+    try:
+        import comfy.model_management as model_management
+
+        return model_management.get_torch_device()
+    except (ImportError, AttributeError):
+        from faceclip.devices import resolve_device
+
+        return resolve_device("auto")
+
+
+def check_image(node: str, input_name: str, image: object) -> torch.Tensor:
+    """``image`` as ComfyUI's (B, H, W, 3) float tensor in [0, 1] (an alpha channel is dropped).
+
+    Raises:
+        NodeInputError: not a tensor, not 4-D, no batch, not RGB(A), or values outside [0, 1].
+    """
+    if not isinstance(image, torch.Tensor):
+        raise NodeInputError(node, input_name, f"expected an IMAGE tensor, got {type(image).__name__}; "
+                             "connect a Load Image node (or another IMAGE output).")  # fmt: skip
+    shape = tuple(image.shape)
+    if image.dim() != 4 or shape[0] < 1 or shape[-1] not in (3, 4) or min(shape) < 1:
+        raise NodeInputError(node, input_name, f"expected an IMAGE of shape [batch, height, width, 3], got "
+                             f"{list(shape)}; connect an IMAGE output (masks and latents are not images).")  # fmt: skip
+    if not image.is_floating_point():
+        raise NodeInputError(node, input_name, f"expected float values in [0, 1], got {image.dtype}.")
+    image = image[..., :3].float()
+    if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise NodeInputError(node, input_name, "values must lie in [0, 1] (ComfyUI's IMAGE range); "
+                             "clamp or normalise the image before this node.")  # fmt: skip
+    return image
+
+
+def align_faces(node: str, image: torch.Tensor, face_index: int, analyzer=None) -> tuple[torch.Tensor, int]:
+    """Detect and align one face per photo of the batch.
+
+    Args:
+        image: (B, H, W, 3) photos in [0, 1].
+        face_index: which face (largest first); -1 = the only face (an error when a photo shows several).
+        analyzer: a ``faceclip.face.FaceAnalyzer`` (default: the offline one).
+
+    Returns:
+        The aligned faces (B, 448, 448, 3) in [0, 1] and the face index used.
+    """
+    from faceclip.face import FaceAnalyzer, NoFaceFoundError, to_tensor
+
+    photos = check_image(node, "image", image)
+    if not isinstance(face_index, int) or face_index < -1:
+        raise NodeInputError(node, "face_index", f"{face_index!r} is not -1 (the only face) or a face number >= 0.")
+    analyzer = analyzer or FaceAnalyzer()
+    faces, used = [], face_index
+    for number, photo in enumerate(photos):
+        pixels = (photo * 255).round().to(torch.uint8).cpu().numpy()
+        name = f"photo {number + 1} of {len(photos)}"
+        try:
+            if face_index == -1:
+                used = _only_face(node, analyzer, pixels, name)
+            aligned = analyzer.align(np.ascontiguousarray(pixels), size=FACE_SIZE, face_index=used)
+        except NoFaceFoundError as err:
+            raise NodeInputError(node, "image", f"{name}: {err}") from None
+        faces.append(to_tensor(aligned.image).permute(1, 2, 0))
+    return torch.stack(faces), used
+
+
+def _only_face(node: str, analyzer, pixels: np.ndarray, name: str) -> int:
+    count = len(analyzer.detect(pixels))
+    if count > 1:
+        raise NodeInputError(node, "face_index", f"{name} shows {count} faces; set face_index to the one to "
+                             f"use (0 = the largest, up to {count - 1}), or crop the photo to one person.")  # fmt: skip
+    return 0
+
+
+def faces_for_encoder(node: str, face: torch.Tensor) -> torch.Tensor:
+    """An aligned-face IMAGE (B, H, W, 3) -> the encoder's (B, 3, H, W) input."""
+    face = check_image(node, "face", face)
+    if face.shape[1] != face.shape[2]:
+        raise NodeInputError(node, "face", f"expected a square aligned face, got {face.shape[2]}x{face.shape[1]}; "
+                             "connect the 'face' output of the FaceCLIP Face node.")  # fmt: skip
+    return face.permute(0, 3, 1, 2).contiguous()
+
+
+def encode(node: str, loaded: LoadedEncoder, face: torch.Tensor, text: str, sizes: dict) -> list:
+    """Positive CONDITIONING: one row per face, the same prompt for all."""
+    faces = faces_for_encoder(node, face)
+    prompt = _check_text(node, "text", text, allow_empty=True)
+    prompts = [prompt] * faces.shape[0]
+    with torch.no_grad():
+        out = loaded.encoder(
+            face_images=faces.to(loaded.device, loaded.dtype), prompts=prompts,
+            has_face=torch.ones(len(prompts), dtype=torch.bool),
+        )  # fmt: skip
+    return conditioning(out.prompt_embeds, out.pooled_prompt_embeds, sizes)
+
+
+def encode_negative(node: str, loaded: LoadedEncoder, text: str, sizes: dict) -> list:
+    """The released negative as CONDITIONING: the encoder's no-face path on ``text`` (cached per text)."""
+    prompt = _check_text(node, "text", text, allow_empty=True)
+    if prompt not in loaded.negative_cache:
+        with torch.no_grad():
+            out = loaded.encoder(face_images=None, prompts=[prompt], has_face=torch.zeros(1, dtype=torch.bool))
+        loaded.negative_cache[prompt] = (out.prompt_embeds, out.pooled_prompt_embeds)
+    embeds, pooled = loaded.negative_cache[prompt]
+    return conditioning(embeds, pooled, sizes)
+
+
+def conditioning(embeds: torch.Tensor, pooled: torch.Tensor, sizes: dict) -> list:
+    """``[[cond (B, 77, D), {"pooled_output": (B, P), width, height, crop_w, crop_h, target_*}]]``, float32 on
+    ComfyUI's intermediate device (the CPU outside ComfyUI)."""
+    device = _intermediate_device()
+    extras = {"pooled_output": pooled.to(device, torch.float32)}
+    extras.update({key: int(sizes[key]) for key in SIZE_KEYS})
+    return [[embeds.to(device, torch.float32), extras]]
+
+
+def _intermediate_device() -> torch.device:
+    try:
+        import comfy.model_management as model_management
+
+        return model_management.intermediate_device()
+    except (ImportError, AttributeError):
+        return torch.device("cpu")
+
+
+def _check_text(node: str, input_name: str, text: object, allow_empty: bool) -> str:
+    if not isinstance(text, str):
+        raise NodeInputError(node, input_name, f"expected text, got {type(text).__name__}.")
+    if not allow_empty and not text.strip():
+        raise NodeInputError(node, input_name, "is empty; write a prompt.")
+    return text
+
+
+def check_sizes(node: str, sizes: dict) -> dict:
+    """The six SDXL size inputs as whole numbers >= 0 (ComfyUI checks the ranges of widgets; links are not)."""
+    for key in SIZE_KEYS:
+        value = sizes.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NodeInputError(node, key, f"{value!r} is not a whole number of pixels >= 0.")
+    return {key: sizes[key] for key in SIZE_KEYS}
+
