@@ -27,7 +27,7 @@ SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_heig
 class LoadedEncoder:
     """The ``FACECLIP_ENCODER`` value passed between nodes: the encoder and where it runs."""
 
-    encoder: torch.nn.Module
+    encoder: torch.nn.Module = field(repr=False)
     name: str
     device: torch.device
     dtype: torch.dtype
