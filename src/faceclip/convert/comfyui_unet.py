@@ -50,11 +50,11 @@ def block_prefixes(config: Mapping[str, object]) -> dict[str, str]:
     """diffusers module prefixes -> LDM prefixes for a ``UNet2DConditionModel`` config (SDXL or smaller).
 
     Raises:
-        ValueError: a config with per-block ``layers_per_block`` (SDXL has one number).
+        UNetConversionError: a config with per-block ``layers_per_block`` (SDXL has one number).
     """
     layers = config.get("layers_per_block", 2)
     if not isinstance(layers, int):
-        raise ValueError(f"layers_per_block {layers!r}: only one number for all blocks is supported (SDXL's 2).")
+        raise UNetConversionError(f"layers_per_block {layers!r}: only one number for all blocks is supported (SDXL's 2).")
     step = layers + 1
     prefixes = dict(FIXED_PREFIXES)
     for i, _ in enumerate(config["down_block_types"]):
@@ -91,8 +91,8 @@ def to_comfyui_layout(
     Raises:
         UNetConversionError: the keys or shapes do not fit ``config``, or a key has no LDM name.
     """
+    prefixes = block_prefixes(config)  # the config first: it decides the names
     checked = convert_released_unet_state_dict(state_dict, config)
-    prefixes = block_prefixes(config)
     renamed = {key: ldm_key(key, prefixes) for key in checked}
     unnamed = [key for key, name in renamed.items() if name is None]
     if unnamed:
