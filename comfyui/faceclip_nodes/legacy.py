@@ -21,16 +21,20 @@ def legacy_class(spec: NodeSpec) -> type:
     def run(self, **inputs):
         return spec.run(**inputs)
 
-    return type(spec.node_id, (), {
-        "INPUT_TYPES": classmethod(lambda cls: input_types(spec)),
-        "RETURN_TYPES": tuple(kind for kind, _ in spec.outputs),
-        "RETURN_NAMES": tuple(name for _, name in spec.outputs),
-        "FUNCTION": "run",
-        "CATEGORY": CATEGORY,
-        "DESCRIPTION": spec.description,
-        "run": run,
-        "__doc__": spec.description,
-    })  # fmt: skip
+    return type(
+        spec.node_id,
+        (),
+        {
+            "INPUT_TYPES": classmethod(lambda cls: input_types(spec)),
+            "RETURN_TYPES": tuple(kind for kind, _ in spec.outputs),
+            "RETURN_NAMES": tuple(name for _, name in spec.outputs),
+            "FUNCTION": "run",
+            "CATEGORY": CATEGORY,
+            "DESCRIPTION": spec.description,
+            "run": run,
+            "__doc__": spec.description,
+        },
+    )
 
 
 LEGACY_CLASSES = {spec.node_id: legacy_class(spec) for spec in NODES}

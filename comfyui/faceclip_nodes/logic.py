@@ -49,7 +49,9 @@ def load_encoder(node: str, name: str, device: str = "auto", dtype: str = "auto"
         path = find_encoder(name)
         if path is None:
             raise NodeInputError(
-                node, "encoder_name", f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released "
+                node,
+                "encoder_name",
+                f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released "
                 "face_clip_encoder.pt, or a folder written by 'faceclip convert', there and press refresh "
                 f"(R), or pick {TINY_CHOICE} to try a workflow.",
             )
@@ -73,7 +75,9 @@ def _device_and_dtype(node: str, device: str, dtype: str) -> tuple[torch.device,
     try:
         check_device_exists(torch_device)
     except ValueError:
-        raise NodeInputError(node, "device", f"this machine has no {device} device; pick auto or cpu.") from None
+        raise NodeInputError(
+            node, "device", f"this machine has no {device} device; pick auto or cpu."
+        ) from None
     return torch_device, resolve_dtype(dtype, torch_device)
 
 
@@ -96,18 +100,30 @@ def check_image(node: str, input_name: str, image: object) -> torch.Tensor:
         NodeInputError: not a tensor, not 4-D, no batch, not RGB(A), or values outside [0, 1].
     """
     if not isinstance(image, torch.Tensor):
-        raise NodeInputError(node, input_name, f"expected an IMAGE tensor, got {type(image).__name__}; "
-                             "connect a Load Image node (or another IMAGE output).")  # fmt: skip
+        raise NodeInputError(
+            node,
+            input_name,
+            f"expected an IMAGE tensor, got {type(image).__name__}; "
+            "connect a Load Image node (or another IMAGE output).",
+        )
     shape = tuple(image.shape)
     if image.dim() != 4 or shape[0] < 1 or shape[-1] not in (3, 4) or min(shape) < 1:
-        raise NodeInputError(node, input_name, f"expected an IMAGE of shape [batch, height, width, 3], got "
-                             f"{list(shape)}; connect an IMAGE output (masks and latents are not images).")  # fmt: skip
+        raise NodeInputError(
+            node,
+            input_name,
+            f"expected an IMAGE of shape [batch, height, width, 3], got "
+            f"{list(shape)}; connect an IMAGE output (masks and latents are not images).",
+        )
     if not image.is_floating_point():
         raise NodeInputError(node, input_name, f"expected float values in [0, 1], got {image.dtype}.")
     image = image[..., :3].float()
     if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise NodeInputError(node, input_name, "values must lie in [0, 1] (ComfyUI's IMAGE range); "
-                             "clamp or normalise the image before this node.")  # fmt: skip
+        raise NodeInputError(
+            node,
+            input_name,
+            "values must lie in [0, 1] (ComfyUI's IMAGE range); "
+            "clamp or normalise the image before this node.",
+        )
     return image
 
 
@@ -126,7 +142,9 @@ def align_faces(node: str, image: torch.Tensor, face_index: int, analyzer=None) 
 
     photos = check_image(node, "image", image)
     if not isinstance(face_index, int) or face_index < -1:
-        raise NodeInputError(node, "face_index", f"{face_index!r} is not -1 (the only face) or a face number >= 0.")
+        raise NodeInputError(
+            node, "face_index", f"{face_index!r} is not -1 (the only face) or a face number >= 0."
+        )
     analyzer = analyzer or FaceAnalyzer()
     faces, used = [], face_index
     for number, photo in enumerate(photos):
@@ -145,8 +163,12 @@ def align_faces(node: str, image: torch.Tensor, face_index: int, analyzer=None) 
 def _only_face(node: str, analyzer, pixels: np.ndarray, name: str) -> int:
     count = len(analyzer.detect(pixels))
     if count > 1:
-        raise NodeInputError(node, "face_index", f"{name} shows {count} faces; set face_index to the one to "
-                             f"use (0 = the largest, up to {count - 1}), or crop the photo to one person.")  # fmt: skip
+        raise NodeInputError(
+            node,
+            "face_index",
+            f"{name} shows {count} faces; set face_index to the one to "
+            f"use (0 = the largest, up to {count - 1}), or crop the photo to one person.",
+        )
     return 0
 
 
@@ -154,8 +176,12 @@ def faces_for_encoder(node: str, face: torch.Tensor) -> torch.Tensor:
     """An aligned-face IMAGE (B, H, W, 3) -> the encoder's (B, 3, H, W) input."""
     face = check_image(node, "face", face)
     if face.shape[1] != face.shape[2]:
-        raise NodeInputError(node, "face", f"expected a square aligned face, got {face.shape[2]}x{face.shape[1]}; "
-                             "connect the 'face' output of the FaceCLIP Face node.")  # fmt: skip
+        raise NodeInputError(
+            node,
+            "face",
+            f"expected a square aligned face, got {face.shape[2]}x{face.shape[1]}; "
+            "connect the 'face' output of the FaceCLIP Face node.",
+        )
     return face.permute(0, 3, 1, 2).contiguous()
 
 
@@ -166,9 +192,10 @@ def encode(node: str, loaded: LoadedEncoder, face: torch.Tensor, text: str, size
     prompts = [prompt] * faces.shape[0]
     with torch.no_grad():
         out = loaded.encoder(
-            face_images=faces.to(loaded.device, loaded.dtype), prompts=prompts,
+            face_images=faces.to(loaded.device, loaded.dtype),
+            prompts=prompts,
             has_face=torch.ones(len(prompts), dtype=torch.bool),
-        )  # fmt: skip
+        )
     return conditioning(out.prompt_embeds, out.pooled_prompt_embeds, sizes)
 
 
@@ -177,7 +204,9 @@ def encode_negative(node: str, loaded: LoadedEncoder, text: str, sizes: dict) ->
     prompt = _check_text(node, "text", text, allow_empty=True)
     if prompt not in loaded.negative_cache:
         with torch.no_grad():
-            out = loaded.encoder(face_images=None, prompts=[prompt], has_face=torch.zeros(1, dtype=torch.bool))
+            out = loaded.encoder(
+                face_images=None, prompts=[prompt], has_face=torch.zeros(1, dtype=torch.bool)
+            )
         loaded.negative_cache[prompt] = (out.prompt_embeds, out.pooled_prompt_embeds)
     embeds, pooled = loaded.negative_cache[prompt]
     return conditioning(embeds, pooled, sizes)
@@ -216,4 +245,3 @@ def check_sizes(node: str, sizes: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise NodeInputError(node, key, f"{value!r} is not a whole number of pixels >= 0.")
     return {key: sizes[key] for key in SIZE_KEYS}
-

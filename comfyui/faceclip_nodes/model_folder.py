@@ -64,7 +64,7 @@ def encoder_choices(folders: list[Path] | None = None) -> list[str]:
     for folder in model_folders() if folders is None else folders:
         if folder.is_dir():
             names += sorted(entry.name for entry in folder.iterdir() if is_encoder_entry(entry))
-    return list(dict.fromkeys(names)) + [TINY_CHOICE]
+    return [*dict.fromkeys(names), TINY_CHOICE]
 
 
 def find_encoder(name: str, folders: list[Path] | None = None) -> Path | None:

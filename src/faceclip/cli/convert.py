@@ -191,7 +191,9 @@ def _base_model_config(args: argparse.Namespace, file: str, what: str, base: str
     from faceclip.pipelines.released_files import read_config
 
     path = resolve_file(args.base_model, file, what=what)
-    return read_config(path, f"pass a copy of {base} with --base-model, or leave it out for the packaged config.")
+    return read_config(
+        path, f"pass a copy of {base} with --base-model, or leave it out for the packaged config."
+    )
 
 
 def _comfyui_unet(args: argparse.Namespace, out: Path) -> str:
@@ -214,7 +216,9 @@ def _comfyui_unet(args: argparse.Namespace, out: Path) -> str:
     metadata = {"faceclip": "FaceCLIP-SDXL UNet, ComfyUI diffusion_models layout", "license": "CC-BY-NC-4.0"}
     dtype = resolve_dtype(args.dtype) if args.dtype else None
     convert_unet_for_comfyui(source, config, out, torch_dtype=dtype, metadata=metadata)
-    return f"Put it in ComfyUI/models/diffusion_models/ and load it with Load Diffusion Model. {LICENSE_NOTICE}"
+    return (
+        f"Put it in ComfyUI/models/diffusion_models/ and load it with Load Diffusion Model. {LICENSE_NOTICE}"
+    )
 
 
 def _unet_config(args: argparse.Namespace) -> dict:
@@ -222,7 +226,11 @@ def _unet_config(args: argparse.Namespace) -> dict:
     from faceclip.pipelines.sdxl.architectures import architecture_config
 
     return _base_model_config(
-        args, "unet/config.json", "the SDXL base UNet config", "SDXL base", lambda: architecture_config("sdxl_unet")
+        args,
+        "unet/config.json",
+        "the SDXL base UNet config",
+        "SDXL base",
+        lambda: architecture_config("sdxl_unet"),
     )
 
 

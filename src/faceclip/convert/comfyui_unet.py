@@ -54,7 +54,9 @@ def block_prefixes(config: Mapping[str, object]) -> dict[str, str]:
     """
     layers = config.get("layers_per_block", 2)
     if not isinstance(layers, int):
-        raise UNetConversionError(f"layers_per_block {layers!r}: only one number for all blocks is supported (SDXL's 2).")
+        raise UNetConversionError(
+            f"layers_per_block {layers!r}: only one number for all blocks is supported (SDXL's 2)."
+        )
     step = layers + 1
     prefixes = dict(FIXED_PREFIXES)
     for i, _ in enumerate(config["down_block_types"]):
@@ -96,9 +98,13 @@ def to_comfyui_layout(
     renamed = {key: ldm_key(key, prefixes) for key in checked}
     unnamed = [key for key, name in renamed.items() if name is None]
     if unnamed:
-        raise UNetConversionError(f"{len(unnamed)} UNet keys have no ComfyUI name, e.g. {', '.join(unnamed[:5])}.")
+        raise UNetConversionError(
+            f"{len(unnamed)} UNet keys have no ComfyUI name, e.g. {', '.join(unnamed[:5])}."
+        )
     if len(set(renamed.values())) != len(renamed):
-        raise UNetConversionError("two UNet keys map to the same ComfyUI name; the UNet config is not SDXL's.")
+        raise UNetConversionError(
+            "two UNet keys map to the same ComfyUI name; the UNet config is not SDXL's."
+        )
     return {renamed[key]: value for key, value in checked.items()}
 
 
