@@ -8,12 +8,13 @@ and the size and crop conditioning, as ComfyUI's own SDXL text-encode node sets 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import NodeInputError
-from .model_folder import FOLDER_NAME, TINY_CHOICE, find_encoder
+from .model_folder import FOLDER_NAME, find_encoder
 
 FACE_SIZE = 448
 """Side of the aligned face crop (the size the released encoder was trained on)."""
@@ -21,6 +22,9 @@ FACE_SIZE = 448
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_height")
+SDXL, FLUX = "faceclip-sdxl", "facet5-flux"
+TINY_NAMES = {SDXL: "tiny-random", FLUX: "tiny-random-flux"}
+"""Per family, the choice with random tiny weights (no files needed; for trying a workflow, the images are noise)."""
 
 
 @dataclass
@@ -29,13 +33,16 @@ class LoadedEncoder:
 
     encoder: torch.nn.Module = field(repr=False)
     name: str
+    family: str
     device: torch.device
     dtype: torch.dtype
     negative_cache: dict = field(default_factory=dict)
 
 
-def load_encoder(node: str, name: str, device: str = "auto", dtype: str = "auto") -> LoadedEncoder:
-    """Load the encoder picked in the ``encoder_name`` list onto ``device`` in ``dtype``.
+def load_encoder(
+    node: str, name: str, device: str = "auto", dtype: str = "auto", family: str = SDXL
+) -> LoadedEncoder:
+    """Load the ``family`` encoder picked in the ``encoder_name`` list onto ``device`` in ``dtype``.
 
     Raises:
         NodeInputError: an unknown device or dtype, a missing file, or weights that cannot be read.
@@ -43,8 +50,9 @@ def load_encoder(node: str, name: str, device: str = "auto", dtype: str = "auto"
     from faceclip.registry import load_encoder as load
 
     torch_device, torch_dtype = _device_and_dtype(node, device, dtype)
-    if name == TINY_CHOICE:
-        source = TINY_CHOICE
+    path = None
+    if name == TINY_NAMES[family]:
+        source = name
     else:
         path = find_encoder(name)
         if path is None:
@@ -53,15 +61,40 @@ def load_encoder(node: str, name: str, device: str = "auto", dtype: str = "auto"
                 "encoder_name",
                 f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released "
                 "face_clip_encoder.pt, or a folder written by 'faceclip convert', there and press refresh "
-                f"(R), or pick {TINY_CHOICE} to try a workflow.",
+                f"(R), or pick {TINY_NAMES[family]} to try a workflow.",
             )
         source = str(path)
     try:
-        encoder = load(source, torch_dtype=torch_dtype)
+        encoder = load(source, family=family, torch_dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as err:
         raise NodeInputError(node, "encoder_name", f"cannot load '{name}': {err}") from err
+    if family == FLUX:
+        _attach_t5_tokenizer(node, encoder, name, path)
     encoder = encoder.to(torch_device).eval()
-    return LoadedEncoder(encoder, name, torch_device, torch_dtype)
+    return LoadedEncoder(encoder, name, family, torch_device, torch_dtype)
+
+
+def _attach_t5_tokenizer(node: str, encoder, name: str, path: Path | None) -> None:
+    """The FaceT5 encoder reads its prompt through T5's tokenizer, released beside the weights (model/tokenizer)."""
+    if getattr(encoder, "t5_tokenizer", None) is not None:
+        return
+    if path is None:  # tiny-random-flux
+        from faceclip.pipelines.flux.tiny import build_tiny_t5_tokenizer
+
+        encoder.t5_tokenizer = build_tiny_t5_tokenizer()
+        return
+    candidates = ([path / "tokenizer"] if path.is_dir() else []) + [path.parent / "tokenizer"]
+    found = next((folder for folder in candidates if folder.is_dir()), None)
+    if found is None:
+        raise NodeInputError(
+            node,
+            "encoder_name",
+            f"no T5 tokenizer beside '{name}': copy the released model/tokenizer folder "
+            f"to {path.parent / 'tokenizer'}.",
+        )
+    from transformers import AutoTokenizer
+
+    encoder.t5_tokenizer = AutoTokenizer.from_pretrained(found)
 
 
 def _device_and_dtype(node: str, device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -185,40 +218,41 @@ def faces_for_encoder(node: str, face: torch.Tensor) -> torch.Tensor:
     return face.permute(0, 3, 1, 2).contiguous()
 
 
-def encode(node: str, loaded: LoadedEncoder, face: torch.Tensor, text: str, sizes: dict) -> list:
-    """Positive CONDITIONING: one row per face, the same prompt for all."""
-    faces = faces_for_encoder(node, face)
-    prompt = _check_text(node, "text", text, allow_empty=True)
-    prompts = [prompt] * faces.shape[0]
+def run_encoder(loaded: LoadedEncoder, faces: torch.Tensor | None, prompts: list[str]):
+    """One encoder call: ``faces`` (B, 3, H, W) in [0, 1], or ``None`` for the no-face path (zero faces, and for
+    FaceCLIP no identity token), as the pipelines run it. Returns (B, L, D) and (B, P)."""
+    kwargs = {}
+    if loaded.family == SDXL:
+        kwargs["has_face"] = torch.full((len(prompts),), faces is not None, dtype=torch.bool)
+    if faces is not None:
+        faces = faces.to(loaded.device, loaded.dtype)
     with torch.no_grad():
-        out = loaded.encoder(
-            face_images=faces.to(loaded.device, loaded.dtype),
-            prompts=prompts,
-            has_face=torch.ones(len(prompts), dtype=torch.bool),
-        )
-    return conditioning(out.prompt_embeds, out.pooled_prompt_embeds, sizes)
+        out = loaded.encoder(face_images=faces, prompts=prompts, **kwargs)
+    return out.prompt_embeds, out.pooled_prompt_embeds
 
 
-def encode_negative(node: str, loaded: LoadedEncoder, text: str, sizes: dict) -> list:
+def encode(node: str, loaded: LoadedEncoder, face: torch.Tensor, text: str, extras: dict) -> list:
+    """Positive CONDITIONING: one row per face, the same prompt for all; ``extras`` join ``pooled_output``."""
+    faces = faces_for_encoder(node, face)
+    prompt = _check_text(node, "text", text)
+    embeds, pooled = run_encoder(loaded, faces, [prompt] * faces.shape[0])
+    return conditioning(embeds, pooled, extras)
+
+
+def encode_negative(node: str, loaded: LoadedEncoder, text: str, extras: dict) -> list:
     """The released negative as CONDITIONING: the encoder's no-face path on ``text`` (cached per text)."""
-    prompt = _check_text(node, "text", text, allow_empty=True)
+    prompt = _check_text(node, "text", text)
     if prompt not in loaded.negative_cache:
-        with torch.no_grad():
-            out = loaded.encoder(
-                face_images=None, prompts=[prompt], has_face=torch.zeros(1, dtype=torch.bool)
-            )
-        loaded.negative_cache[prompt] = (out.prompt_embeds, out.pooled_prompt_embeds)
+        loaded.negative_cache[prompt] = run_encoder(loaded, None, [prompt])
     embeds, pooled = loaded.negative_cache[prompt]
-    return conditioning(embeds, pooled, sizes)
+    return conditioning(embeds, pooled, extras)
 
 
-def conditioning(embeds: torch.Tensor, pooled: torch.Tensor, sizes: dict) -> list:
-    """``[[cond (B, 77, D), {"pooled_output": (B, P), width, height, crop_w, crop_h, target_*}]]``, float32 on
-    ComfyUI's intermediate device (the CPU outside ComfyUI)."""
+def conditioning(embeds: torch.Tensor, pooled: torch.Tensor, extras: dict) -> list:
+    """``[[cond (B, L, D), {"pooled_output": (B, P), **extras}]]``, float32 on ComfyUI's intermediate device
+    (the CPU outside ComfyUI). SDXL's extras are the six sizes; FLUX's is ``guidance``."""
     device = _intermediate_device()
-    extras = {"pooled_output": pooled.to(device, torch.float32)}
-    extras.update({key: int(sizes[key]) for key in SIZE_KEYS})
-    return [[embeds.to(device, torch.float32), extras]]
+    return [[embeds.to(device, torch.float32), {"pooled_output": pooled.to(device, torch.float32), **extras}]]
 
 
 def _intermediate_device() -> torch.device:
@@ -230,11 +264,9 @@ def _intermediate_device() -> torch.device:
         return torch.device("cpu")
 
 
-def _check_text(node: str, input_name: str, text: object, allow_empty: bool) -> str:
+def _check_text(node: str, input_name: str, text: object) -> str:
     if not isinstance(text, str):
         raise NodeInputError(node, input_name, f"expected text, got {type(text).__name__}.")
-    if not allow_empty and not text.strip():
-        raise NodeInputError(node, input_name, "is empty; write a prompt.")
     return text
 
 
@@ -245,3 +277,16 @@ def check_sizes(node: str, sizes: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise NodeInputError(node, key, f"{value!r} is not a whole number of pixels >= 0.")
     return {key: sizes[key] for key in SIZE_KEYS}
+
+
+def check_guidance(node: str, guidance: object) -> dict:
+    """FLUX's distilled guidance as the CONDITIONING entry ComfyUI's FLUX text-encode node sets."""
+    if (
+        isinstance(guidance, bool)
+        or not isinstance(guidance, int | float)
+        or not 0 <= guidance < float("inf")
+    ):
+        raise NodeInputError(
+            node, "guidance", f"{guidance!r} is not a number >= 0 (the released model uses 1.0)."
+        )
+    return {"guidance": float(guidance)}

@@ -12,9 +12,6 @@ from pathlib import Path
 FOLDER_NAME = "faceclip"
 """The ``folder_paths`` key and the folder under ComfyUI's ``models/``."""
 
-TINY_CHOICE = "tiny-random"
-"""Random tiny weights (no files needed): for trying a workflow; the images are noise."""
-
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 
 
@@ -58,13 +55,13 @@ def is_encoder_entry(path: Path) -> bool:
     return path.is_file() and path.suffix in WEIGHT_SUFFIXES
 
 
-def encoder_choices(folders: list[Path] | None = None) -> list[str]:
-    """The encoder names a user can pick: every entry of the model folders, then :data:`TINY_CHOICE`."""
+def encoder_choices(tiny: str, folders: list[Path] | None = None) -> list[str]:
+    """The encoder names a user can pick: every entry of the model folders, then ``tiny`` (random weights)."""
     names = []
     for folder in model_folders() if folders is None else folders:
         if folder.is_dir():
             names += sorted(entry.name for entry in folder.iterdir() if is_encoder_entry(entry))
-    return [*dict.fromkeys(names), TINY_CHOICE]
+    return [*dict.fromkeys(names), tiny]
 
 
 def find_encoder(name: str, folders: list[Path] | None = None) -> Path | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from faceclip.pipelines.flux import family as flux_family
 from faceclip.pipelines.sdxl.family import DEFAULTS, NEGATIVE_PROMPT
 
 from . import logic
 from .model_folder import encoder_choices
 
 ENCODER_TYPE = "FACECLIP_ENCODER"
+FACET5_ENCODER_TYPE = "FACET5_ENCODER"
+ENCODER_TYPES = {logic.SDXL: ENCODER_TYPE, logic.FLUX: FACET5_ENCODER_TYPE}
 CATEGORY = "FaceCLIP"
 MAX_RESOLUTION = 16384
 
@@ -59,55 +62,121 @@ def _size_inputs() -> tuple[InputSpec, ...]:
     )
 
 
-def _run_loader(encoder_name: str, device: str, dtype: str) -> tuple:
-    return (logic.load_encoder(LOADER.display_name, encoder_name, device, dtype),)
+GUIDANCE_INPUT = InputSpec(
+    "guidance",
+    "FLOAT",
+    {
+        "default": flux_family.DEFAULTS.guidance_scale,
+        "min": 0.0,
+        "max": 100.0,
+        "step": 0.1,
+        "tooltip": "FLUX's distilled guidance (1.0 as released; the KSampler's cfg 3.5 is the true CFG)",
+    },
+)
+
+
+def _sdxl_extras(node: str, inputs: dict) -> dict:
+    return logic.check_sizes(node, inputs)
+
+
+def _flux_extras(node: str, inputs: dict) -> dict:
+    return logic.check_guidance(node, inputs.get("guidance"))
+
+
+def _encoder_value(node: str, encoder, family: str) -> logic.LoadedEncoder:
+    loader = "FaceCLIP Encoder Loader" if family == logic.SDXL else "FaceT5 Encoder Loader"
+    if not isinstance(encoder, logic.LoadedEncoder) or encoder.family != family:
+        got = encoder.family if isinstance(encoder, logic.LoadedEncoder) else type(encoder).__name__
+        raise logic.NodeInputError(
+            node, "encoder", f"expected a {ENCODER_TYPES[family]}, got {got}; connect the {loader} node."
+        )
+    return encoder
+
+
+def loader_spec(node_id: str, display_name: str, family: str) -> NodeSpec:
+    """The encoder loader of ``family``: an entry of models/faceclip/ or the family's tiny-random weights."""
+
+    def run(encoder_name: str, device: str, dtype: str) -> tuple:
+        return (logic.load_encoder(display_name, encoder_name, device, dtype, family),)
+
+    tiny = logic.TINY_NAMES[family]
+    return NodeSpec(
+        node_id=node_id,
+        display_name=display_name,
+        description=f"Load the {family} joint face+text encoder from models/faceclip/ (a released file or a "
+        f"'faceclip convert' folder), or {tiny} weights for trying a workflow.",
+        inputs=(
+            InputSpec(
+                "encoder_name",
+                "COMBO",
+                {"tooltip": "an entry of models/faceclip/"},
+                lambda: encoder_choices(tiny),
+            ),
+            InputSpec("device", "COMBO", {"default": "auto"}, logic.DEVICES),
+            InputSpec(
+                "dtype",
+                "COMBO",
+                {"default": "auto", "tooltip": "auto: bf16 on a GPU, fp32 on the CPU"},
+                logic.DTYPES,
+            ),
+        ),
+        outputs=((ENCODER_TYPES[family], "encoder"),),
+        run=run,
+    )
+
+
+def encode_spec(node_id: str, display_name: str, family: str, prompt_inputs: tuple, extras) -> NodeSpec:
+    """Face + prompt -> positive CONDITIONING of ``family``; ``extras(node, inputs)`` gives its extra entries."""
+
+    def run(encoder, face, text: str, **inputs) -> tuple:
+        loaded = _encoder_value(display_name, encoder, family)
+        return (logic.encode(display_name, loaded, face, text, extras(display_name, inputs)),)
+
+    return NodeSpec(
+        node_id=node_id,
+        display_name=display_name,
+        description=f"Face + prompt -> positive {family} CONDITIONING for ComfyUI's sampler with the family's "
+        "fine-tuned denoiser.",
+        inputs=(
+            InputSpec("encoder", ENCODER_TYPES[family], {"tooltip": "from the encoder loader"}),
+            InputSpec("face", "IMAGE", {"tooltip": "the aligned face from FaceCLIP Face"}),
+            InputSpec(
+                "text",
+                "STRING",
+                {"multiline": True, "dynamicPrompts": True, "default": "a portrait photo, natural light"},
+            ),
+            *prompt_inputs,
+        ),
+        outputs=(("CONDITIONING", "positive"),),
+        run=run,
+    )
+
+
+def negative_spec(node_id: str, display_name: str, family: str, negative: str, prompt_inputs: tuple, extras):
+    """The released negative of ``family``: the encoder's no-face path on the released negative prompt."""
+
+    def run(encoder, text: str, **inputs) -> tuple:
+        loaded = _encoder_value(display_name, encoder, family)
+        return (logic.encode_negative(display_name, loaded, text, extras(display_name, inputs)),)
+
+    return NodeSpec(
+        node_id=node_id,
+        display_name=display_name,
+        description="The released negative CONDITIONING: the encoder's no-face path on the released negative "
+        "prompt.",
+        inputs=(
+            InputSpec("encoder", ENCODER_TYPES[family], {"tooltip": "from the encoder loader"}),
+            InputSpec("text", "STRING", {"multiline": True, "default": negative}),
+            *prompt_inputs,
+        ),
+        outputs=(("CONDITIONING", "negative"),),
+        run=run,
+    )
 
 
 def _run_face(image, face_index: int) -> tuple:
     return logic.align_faces(FACE.display_name, image, face_index)
 
-
-def _run_encode(encoder, face, text: str, **sizes) -> tuple:
-    node = ENCODE.display_name
-    return (logic.encode(node, _encoder_value(node, encoder), face, text, logic.check_sizes(node, sizes)),)
-
-
-def _run_negative(encoder, text: str, **sizes) -> tuple:
-    node = NEGATIVE.display_name
-    return (logic.encode_negative(node, _encoder_value(node, encoder), text, logic.check_sizes(node, sizes)),)
-
-
-def _encoder_value(node: str, encoder) -> logic.LoadedEncoder:
-    if not isinstance(encoder, logic.LoadedEncoder):
-        raise logic.NodeInputError(
-            node,
-            "encoder",
-            f"expected a {ENCODER_TYPE}, got {type(encoder).__name__}; "
-            "connect the FaceCLIP Encoder Loader node.",
-        )
-    return encoder
-
-
-ENCODER_INPUT = InputSpec("encoder", ENCODER_TYPE, {"tooltip": "from the FaceCLIP Encoder Loader"})
-
-LOADER = NodeSpec(
-    node_id="FaceCLIPEncoderLoader",
-    display_name="FaceCLIP Encoder Loader",
-    description="Load the FaceCLIP joint face+text encoder from models/faceclip/ (the released "
-    "face_clip_encoder.pt or a 'faceclip convert' folder), or tiny-random weights for trying a workflow.",
-    inputs=(
-        InputSpec("encoder_name", "COMBO", {"tooltip": "an entry of models/faceclip/"}, encoder_choices),
-        InputSpec("device", "COMBO", {"default": "auto"}, logic.DEVICES),
-        InputSpec(
-            "dtype",
-            "COMBO",
-            {"default": "auto", "tooltip": "auto: bf16 on a GPU, fp32 on the CPU"},
-            logic.DTYPES,
-        ),
-    ),
-    outputs=((ENCODER_TYPE, "encoder"),),
-    run=_run_loader,
-)
 
 FACE = NodeSpec(
     node_id="FaceCLIPFace",
@@ -130,37 +199,21 @@ FACE = NodeSpec(
     run=_run_face,
 )
 
-ENCODE = NodeSpec(
-    node_id="FaceCLIPEncode",
-    display_name="FaceCLIP Encode",
-    description="Face + prompt -> positive SDXL CONDITIONING (prompt tokens and pooled output, with SDXL's "
-    "size and crop conditioning), for ComfyUI's KSampler with the FaceCLIP-SDXL UNet.",
-    inputs=(
-        ENCODER_INPUT,
-        InputSpec("face", "IMAGE", {"tooltip": "the aligned face from FaceCLIP Face"}),
-        InputSpec(
-            "text",
-            "STRING",
-            {"multiline": True, "dynamicPrompts": True, "default": "a portrait photo, natural light"},
-        ),
-        *_size_inputs(),
-    ),
-    outputs=(("CONDITIONING", "positive"),),
-    run=_run_encode,
+LOADER = loader_spec("FaceCLIPEncoderLoader", "FaceCLIP Encoder Loader", logic.SDXL)
+ENCODE = encode_spec("FaceCLIPEncode", "FaceCLIP Encode", logic.SDXL, _size_inputs(), _sdxl_extras)
+NEGATIVE = negative_spec(
+    "FaceCLIPNegative", "FaceCLIP Negative", logic.SDXL, NEGATIVE_PROMPT, _size_inputs(), _sdxl_extras
+)
+FACET5_LOADER = loader_spec("FaceT5EncoderLoader", "FaceT5 Encoder Loader", logic.FLUX)
+FACET5_ENCODE = encode_spec("FaceT5Encode", "FaceT5 Encode", logic.FLUX, (GUIDANCE_INPUT,), _flux_extras)
+FACET5_NEGATIVE = negative_spec(
+    "FaceT5Negative",
+    "FaceT5 Negative",
+    logic.FLUX,
+    flux_family.NEGATIVE_PROMPT,
+    (GUIDANCE_INPUT,),
+    _flux_extras,
 )
 
-NEGATIVE = NodeSpec(
-    node_id="FaceCLIPNegative",
-    display_name="FaceCLIP Negative",
-    description="The released negative CONDITIONING: the encoder's no-face path on the released negative prompt.",
-    inputs=(
-        ENCODER_INPUT,
-        InputSpec("text", "STRING", {"multiline": True, "default": NEGATIVE_PROMPT}),
-        *_size_inputs(),
-    ),
-    outputs=(("CONDITIONING", "negative"),),
-    run=_run_negative,
-)
-
-NODES = (LOADER, FACE, ENCODE, NEGATIVE)
+NODES = (LOADER, FACE, ENCODE, NEGATIVE, FACET5_LOADER, FACET5_ENCODE, FACET5_NEGATIVE)
 """Every node of the pack, in menu order."""

@@ -9,7 +9,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .specs import CATEGORY, NODES, InputSpec, NodeSpec
 
-_BUILT_IN = {"INT": io.Int, "STRING": io.String, "IMAGE": io.Image, "CONDITIONING": io.Conditioning}
+_BUILT_IN = {
+    "INT": io.Int,
+    "FLOAT": io.Float,
+    "STRING": io.String,
+    "IMAGE": io.Image,
+    "CONDITIONING": io.Conditioning,
+}
 _CUSTOM: dict[str, type] = {}
 
 

@@ -50,6 +50,7 @@ BUILT_IN = {
         [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
     ),
 }
+WIDGET_KINDS = ("INT", "FLOAT", "STRING", "COMBO")
 UI_ONLY_WIDGETS = {"upload", "control_after_generate"}
 """Widgets the UI stores but the API format leaves out."""
 
@@ -58,8 +59,8 @@ def signatures() -> dict[str, tuple[list, list, list]]:
     """BUILT_IN plus this pack's nodes (from their specs)."""
     table = dict(BUILT_IN)
     for spec in NODES:
-        linked = [(i.name, i.kind) for i in spec.inputs if i.kind not in ("INT", "STRING", "COMBO")]
-        widgets = [i.name for i in spec.inputs if i.kind in ("INT", "STRING", "COMBO")]
+        linked = [(i.name, i.kind) for i in spec.inputs if i.kind not in WIDGET_KINDS]
+        widgets = [i.name for i in spec.inputs if i.kind in WIDGET_KINDS]
         table[spec.node_id] = (linked, widgets, [(name, kind) for kind, name in spec.outputs])
     return table
 

