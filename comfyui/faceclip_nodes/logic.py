@@ -25,6 +25,10 @@ SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target_heig
 SDXL, FLUX = "faceclip-sdxl", "facet5-flux"
 TINY_NAMES = {SDXL: "tiny-random", FLUX: "tiny-random-flux"}
 """Per family, the choice with random tiny weights (no files needed; for trying a workflow, the images are noise)."""
+RELEASED_FILES = {
+    SDXL: "face_clip_encoder.pt",
+    FLUX: "face_t5_encoder.pt (with the released tokenizer/ folder)",
+}
 
 
 @dataclass
@@ -59,14 +63,14 @@ def load_encoder(
             raise NodeInputError(
                 node,
                 "encoder_name",
-                f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released "
-                "face_clip_encoder.pt, or a folder written by 'faceclip convert', there and press refresh "
-                f"(R), or pick {TINY_NAMES[family]} to try a workflow.",
+                f"'{name}' is not in ComfyUI/models/{FOLDER_NAME}/. Put the released {RELEASED_FILES[family]}, "
+                "or a folder written by 'faceclip convert', there and press refresh (R), or pick "
+                f"{TINY_NAMES[family]} to try a workflow.",
             )
         source = str(path)
     try:
         encoder = load(source, family=family, torch_dtype=torch_dtype)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # unreadable or another family's
         raise NodeInputError(node, "encoder_name", f"cannot load '{name}': {err}") from err
     if family == FLUX:
         _attach_t5_tokenizer(node, encoder, name, path)
