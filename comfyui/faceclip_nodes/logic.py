@@ -7,6 +7,7 @@ and the size and crop conditioning, as ComfyUI's own SDXL text-encode node sets 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,14 +176,14 @@ def align_faces(node: str, image: torch.Tensor, face_index: int, analyzer=None) 
     Returns:
         The aligned faces (B, 448, 448, 3) in [0, 1] and the face index used.
     """
-    from faceclip.face import FaceAnalyzer, NoFaceFoundError, to_tensor
+    from faceclip.face import NoFaceFoundError, to_tensor
 
     photos = check_image(node, "image", image)
     if not isinstance(face_index, int) or face_index < -1:
         raise NodeInputError(
             node, "face_index", f"{face_index!r} is not -1 (the only face) or a face number >= 0."
         )
-    analyzer = analyzer or FaceAnalyzer()
+    analyzer = analyzer or default_analyzer()
     faces, used = [], face_index
     for number, photo in enumerate(photos):
         pixels = (photo * 255).round().to(torch.uint8).cpu().numpy()
@@ -195,6 +196,14 @@ def align_faces(node: str, image: torch.Tensor, face_index: int, analyzer=None) 
             raise NodeInputError(node, "image", f"{name}: {err}") from None
         faces.append(to_tensor(aligned.image).permute(1, 2, 0))
     return torch.stack(faces), used
+
+
+@functools.cache
+def default_analyzer():
+    """The offline face analyzer, made once per ComfyUI process (its detector files load on first use)."""
+    from faceclip.face import FaceAnalyzer
+
+    return FaceAnalyzer()
 
 
 def _only_face(node: str, analyzer, pixels: np.ndarray, name: str) -> int:
