@@ -4,6 +4,7 @@
     faceclip convert --released model/face_t5_encoder.pt --out enc        # FaceT5 encoder (streamed)
     faceclip convert --released model/dit.pt --out transformer            # FaceT5-FLUX transformer (streamed)
     faceclip convert --released ByteDance/FaceCLIP --family facet5-flux --out facet5   # both FLUX files
+    faceclip convert --released model/unet.pt --comfyui --out faceclip_sdxl_unet.safetensors  # for ComfyUI
 
 ``faceclip generate`` and the other commands convert on first use by themselves (into the cache); this command
 is for keeping the converted folders elsewhere or loading them with ``from_pretrained``.
@@ -47,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--official", dest="released", metavar="PATH", help=argparse.SUPPRESS)  # older name
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created; must not exist)")
     parser.add_argument(
+        "--comfyui",
+        action="store_true",
+        help="convert the FaceCLIP-SDXL UNet (model/unet.pt, or a folder / hub id holding it) into one "
+        "safetensors file in ComfyUI's own (LDM) key layout for ComfyUI/models/diffusion_models/; --out names "
+        "the .safetensors file; --base-model gives SDXL base's unet/config.json (default: the packaged copy)",
+    )
+    parser.add_argument(
         "--family",
         choices=("faceclip-sdxl", "facet5-flux"),
         default=None,
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.exists():
         raise CommandError(f"--out {out} already exists; choose a new folder.")
-    kind = released_kind(args.released, args.family)
+    kind = COMFYUI_UNET if args.comfyui else released_kind(args.released, args.family)
     try:
         notice = CONVERTERS[kind](args, out)
     except WeightsFileError as err:  # names the file itself
@@ -167,16 +175,62 @@ def _flux_files(args: argparse.Namespace, out: Path) -> str:
 
 def _transformer_config(args: argparse.Namespace) -> dict:
     """The transformer config: from ``--base-model``'s ``transformer/config.json``, else the packaged one."""
-    if args.base_model is None:
-        from faceclip.pipelines.flux.architectures import architecture_config
+    from faceclip.pipelines.flux.architectures import architecture_config
 
-        return architecture_config("flux_transformer")
+    return _base_model_config(
+        args, "transformer/config.json", "the FLUX.1-dev transformer config", "FLUX.1-dev",
+        lambda: architecture_config("flux_transformer"),
+    )  # fmt: skip
+
+
+def _base_model_config(args: argparse.Namespace, file: str, what: str, base: str, packaged) -> dict:
+    """``--base-model``'s ``file`` (a JSON config), else ``packaged()``."""
+    if args.base_model is None:
+        return packaged()
     from faceclip.hub import resolve_file
     from faceclip.pipelines.released_files import read_config
 
-    path = resolve_file(args.base_model, "transformer/config.json", what="the FLUX.1-dev transformer config")
+    path = resolve_file(args.base_model, file, what=what)
     return read_config(
-        path, "pass a copy of FLUX.1-dev with --base-model, or leave it out for the packaged config."
+        path, f"pass a copy of {base} with --base-model, or leave it out for the packaged config."
+    )
+
+
+def _comfyui_unet(args: argparse.Namespace, out: Path) -> str:
+    """The SDXL UNet as one ComfyUI diffusion-model file (see :mod:`faceclip.convert.comfyui_unet`)."""
+    from faceclip.convert.comfyui_unet import convert_unet_for_comfyui
+    from faceclip.devices import resolve_dtype
+    from faceclip.hub import resolve_file
+    from faceclip.pipelines.sdxl.family import LICENSE_NOTICE, RELEASED_UNET_FILE
+
+    if args.family not in (None, "faceclip-sdxl"):
+        raise CommandError(f"--comfyui converts the FaceCLIP-SDXL UNet; --family {args.family} has none.")
+    if out.suffix != ".safetensors":
+        raise CommandError(
+            f"--out {out}: with --comfyui, name a .safetensors file (e.g. faceclip_sdxl_unet.safetensors)."
+        )
+    source = Path(args.released).expanduser()
+    if not source.is_file():
+        source = resolve_file(args.released, RELEASED_UNET_FILE, what="the FaceCLIP-SDXL UNet")
+    config = _unet_config(args)
+    metadata = {"faceclip": "FaceCLIP-SDXL UNet, ComfyUI diffusion_models layout", "license": "CC-BY-NC-4.0"}
+    dtype = resolve_dtype(args.dtype) if args.dtype else None
+    convert_unet_for_comfyui(source, config, out, torch_dtype=dtype, metadata=metadata)
+    return (
+        f"Put it in ComfyUI/models/diffusion_models/ and load it with Load Diffusion Model. {LICENSE_NOTICE}"
+    )
+
+
+def _unet_config(args: argparse.Namespace) -> dict:
+    """SDXL base's UNet config: ``--base-model``'s ``unet/config.json``, else the packaged copy."""
+    from faceclip.pipelines.sdxl.architectures import architecture_config
+
+    return _base_model_config(
+        args,
+        "unet/config.json",
+        "the SDXL base UNet config",
+        "SDXL base",
+        lambda: architecture_config("sdxl_unet"),
     )
 
 
@@ -186,10 +240,13 @@ def _flux_dtype(args: argparse.Namespace):
     return resolve_dtype(args.dtype) if args.dtype else None
 
 
+COMFYUI_UNET = "faceclip-sdxl unet for comfyui"
+
 CONVERTERS = {
     "faceclip-sdxl encoder": _sdxl_encoder,
     "facet5-flux encoder": _facet5_encoder,
     "facet5-flux transformer": _flux_transformer,
     "facet5-flux files": _flux_files,
+    COMFYUI_UNET: _comfyui_unet,
 }
 """What each kind of ``--released`` is converted by; each returns the licence line to print."""
