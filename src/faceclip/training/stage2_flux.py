@@ -108,10 +108,14 @@ class FluxStage2Model(nn.Module):
         return out.prompt_embeds, out.pooled_prompt_embeds
 
     def latent_distribution(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The VAE's latent mean and std (B, C, h, w), from the cache when ``model.cache_latents`` knows them."""
+        """The VAE's latent mean and std (B, C, h, w), from the cache when ``model.cache_latents`` knows them.
+
+        The cache is keyed by the sample's data index and used in training mode only (the held-out batch
+        reuses indices); the images are deterministic centre crops, so a cached entry equals a fresh encode.
+        """
         images = batch["image"]  # (B, 3, S, S) in [0, 1]
         indices = batch["index"].tolist() if "index" in batch else None
-        use_cache = self.config.model.cache_latents and indices is not None
+        use_cache = self.config.model.cache_latents and self.training and indices is not None
         if use_cache and all(i in self.latent_cache for i in indices):
             mean, std = zip(*(self.latent_cache[i] for i in indices))
             return torch.stack(mean).to(images.device), torch.stack(std).to(images.device)
