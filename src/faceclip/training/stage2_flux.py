@@ -183,7 +183,9 @@ class FluxStage2Task(Stage2Task):
             for part in ENCODER_TRAINABLE_PARTS:
                 getattr(encoder, part).requires_grad_(True)
         if mc.lora.enabled:
-            self._add_lora(transformer, mc)
+            with torch.random.fork_rng(devices=[]):  # the adapter's initial weights follow model.seed alone
+                torch.manual_seed(mc.seed)
+                self._add_lora(transformer, mc)
         else:
             transformer.requires_grad_(True)
         if mc.gradient_checkpointing:
