@@ -134,15 +134,18 @@ class FluxStage2Model(nn.Module):
         mean, std = self.latent_distribution(batch)
         b, c, h, w = mean.shape
         noise, eps, u, drop = self._per_sample(batch["position"].cpu(), (c, h, w))
-        vae_config, device, dtype = self.vae.config, mean.device, mean.dtype
-        latents = (mean + std * eps.to(device, dtype) - vae_config.shift_factor) * vae_config.scaling_factor
+        vae_config, device = self.vae.config, mean.device
+        mean, std, eps = mean.float(), std.float(), eps.to(device)  # the flow-matching arithmetic in fp32
+        latents = (mean + std * eps - vae_config.shift_factor) * vae_config.scaling_factor
         scheduler = self.noise_scheduler
         indices = (u * scheduler.config.num_train_timesteps).long()
         timesteps = scheduler.timesteps[indices].to(device)
-        sigmas = scheduler.sigmas[indices].to(device, dtype)[:, None, None, None]  # (B, 1, 1, 1)
-        noise = noise.to(device, dtype)
+        sigmas = scheduler.sigmas[indices].to(device, torch.float32)[:, None, None, None]  # (B, 1, 1, 1)
+        noise = noise.to(device)
         noisy = (1.0 - sigmas) * latents + sigmas * noise
         prompt_embeds, pooled = self.conditioning(batch, drop)
+        dtype = self.transformer.dtype  # the frozen weights' dtype (autocast handles mixed precision)
+        prompt_embeds, pooled, noisy = prompt_embeds.to(dtype), pooled.to(dtype), noisy.to(dtype)
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((b,), self.config.model.guidance, device=device)
@@ -150,8 +153,8 @@ class FluxStage2Model(nn.Module):
             hidden_states=FluxPipeline._pack_latents(noisy, b, c, h, w),  # (B, h/2 * w/2, 4C)
             timestep=timesteps / 1000, guidance=guidance, pooled_projections=pooled,
             encoder_hidden_states=prompt_embeds,
-            txt_ids=torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=prompt_embeds.dtype),
-            img_ids=FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, prompt_embeds.dtype),
+            txt_ids=torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=dtype),
+            img_ids=FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, dtype),
             return_dict=False,
         )[0]  # fmt: skip
         target = FluxPipeline._pack_latents(noise - latents, b, c, h, w)
@@ -172,6 +175,7 @@ class FluxStage2Task(Stage2Task):
     def __init__(self, config: FluxStage2Config):
         # Stage2Task.__init__ builds SDXL parts, so it is not called; the other members are shared.
         from diffusers import FlowMatchEulerDiscreteScheduler
+        from diffusers.training_utils import cast_training_params
 
         mc = config.model
         components = load_flux_components(config)
@@ -190,6 +194,8 @@ class FluxStage2Task(Stage2Task):
             transformer.requires_grad_(True)
         if mc.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        # fp32 master weights for what trains (bf16 released weights stay bf16 where frozen), as the recipe does.
+        cast_training_params([transformer, encoder], dtype=torch.float32)
         self.config = config
         self.model = FluxStage2Model(transformer, vae, encoder, noise_scheduler, config)
         self.ema = make_ema(self.trainable_parameters(), mc.ema.decay) if mc.ema.enabled else None
