@@ -45,13 +45,40 @@ def test_the_family_key_picks_the_flux_config_and_sdxl_configs_stay_sdxl():
     [
         ("family=flux-xl", "config key 'family' must be one of faceclip-sdxl, facet5-flux, got 'flux-xl'"),
         ("data.image_size=40", "config key 'data.image_size' must be a multiple of 16"),
-        ("model.weighting_scheme=uniform", "config key 'model.weighting_scheme' must be one of none, logit_normal"),
+        (
+            "model.weighting_scheme=uniform",
+            "config key 'model.weighting_scheme' must be one of none, logit_normal",
+        ),
         ("model.condition_dropout=1.0", "config key 'model.condition_dropout' must be in [0, 1)"),
     ],
 )
 def test_bad_flux_config_values_are_refused_by_name(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         load_config("stage2", FLUX_TINY, [override])
+
+
+def test_an_unknown_family_on_the_command_line_exits_2_naming_it_before_writing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "stage2", "--config", str(FLUX_TINY), "--out", str(out), "--set", "family=flux-xl"])
+    err = capsys.readouterr().err
+    assert code == 2 and "faceclip train: error: config key 'family' must be one of" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_stage2_starts_from_a_stage1_encoder_folder(tmp_path):
+    """``model.encoder: runs/s1/final/encoder`` (saved without a tokenizer) gets the pipeline's T5 tokenizer."""
+    from faceclip.training.stage1_facet5 import FaceT5Stage1Task
+    from faceclip.training.stage2_flux import FluxStage2Task
+
+    stage1 = FaceT5Stage1Task(load_config("stage1", CONFIGS / "stage1_facet5_tiny.yaml"))
+    with torch.no_grad():
+        stage1.model.encoder.face_patch_proj.bias.fill_(0.25)
+    stage1.save_final(tmp_path)
+    task = FluxStage2Task(load_config("stage2", FLUX_TINY, [f"model.encoder={tmp_path / 'encoder'}"]))
+    encoder = task.model.encoder
+    assert encoder.t5_tokenizer is not None and bool((encoder.face_patch_proj.bias == 0.25).all())
 
 
 def test_a_flux_config_saved_with_a_run_loads_back_as_flux(tmp_path):
@@ -66,8 +93,12 @@ def test_a_flux_config_saved_with_a_run_loads_back_as_flux(tmp_path):
 def test_the_flux_task_trains_lora_and_the_encoder_parts_only(flux_task):
     assert missing_members(flux_task) == []
     names = list(flux_task.trainable_state())
-    assert names and all("lora_" in n or n.startswith(("encoder.face_patch_proj", "encoder.fuser")) for n in names)
-    assert any(n.startswith("encoder.fuser") for n in names) and any("single_transformer_blocks" in n for n in names)
+    assert names and all(
+        "lora_" in n or n.startswith(("encoder.face_patch_proj", "encoder.fuser")) for n in names
+    )
+    assert any(n.startswith("encoder.fuser") for n in names) and any(
+        "single_transformer_blocks" in n for n in names
+    )
 
 
 def _row(batch: dict, i: int) -> dict:

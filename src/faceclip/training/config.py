@@ -208,9 +208,13 @@ class FaceT5TargetConfig:
 class FaceT5Stage1ModelConfig:
     """The FaceT5 encoder being aligned (trainable: ``face_patch_proj`` and the fuser) and its heads."""
 
-    encoder: str = "ByteDance/FaceCLIP"  # a packaged FaceT5 config (facet5-tiny: random), a folder or a hub id
+    encoder: str = (
+        "ByteDance/FaceCLIP"  # a packaged FaceT5 config (facet5-tiny: random), a folder or a hub id
+    )
     encoder_seed: int = 0
-    pooling: str = "mean"  # "mean" over the caption's T5 tokens (see docs/training.md) | "flatten" (all tokens)
+    pooling: str = (
+        "mean"  # "mean" over the caption's T5 tokens (see docs/training.md) | "flatten" (all tokens)
+    )
     heads: HeadConfig = field(default_factory=HeadConfig)
     targets: FaceT5TargetConfig = field(default_factory=FaceT5TargetConfig)
 

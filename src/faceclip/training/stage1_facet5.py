@@ -39,14 +39,17 @@ BRANCH = "t5"
 TRAINABLE_ENCODER_PARTS = ("face_patch_proj", "fuser")
 
 
-def load_facet5_training_encoder(name: str, seed: int = 0):
-    """The FaceT5 encoder stage 1 starts from, with a T5 tokenizer attached.
+def load_facet5_training_encoder(name: str, seed: int = 0, tokenizer=None):
+    """The FaceT5 encoder a stage starts from, with a T5 tokenizer attached.
 
-    ``name``: a packaged FaceT5 config (``facet5-tiny``, ``facet5-flux``: random weights, seeded, with the
-    character-level tiny T5 tokenizer) or any FaceT5 encoder argument of :func:`faceclip.registry.load_encoder`.
+    Args:
+        name: a packaged FaceT5 config (``facet5-tiny``, ``facet5-flux``: random weights, seeded, with the
+            character-level tiny T5 tokenizer) or any FaceT5 encoder argument of
+            :func:`faceclip.registry.load_encoder` (e.g. a stage-1 ``final/encoder`` folder).
+        tokenizer: the T5 tokenizer to attach when the loaded encoder ships none (stage 2: the pipeline's).
 
     Raises:
-        ValueError: the loaded encoder ships no T5 tokenizer.
+        ValueError: the loaded encoder ships no T5 tokenizer and none is given.
     """
     from faceclip.models.facet5_encoder import create_facet5_encoder, list_facet5_configs
 
@@ -60,6 +63,7 @@ def load_facet5_training_encoder(name: str, seed: int = 0):
     from faceclip.registry import load_encoder
 
     encoder = load_encoder(name, family="facet5-flux", seed=seed)
+    encoder.t5_tokenizer = encoder.t5_tokenizer or tokenizer
     if encoder.t5_tokenizer is None:
         raise ValueError(
             f"model.encoder: '{name}' ships no T5 tokenizer; use the released weights or a pipeline folder "

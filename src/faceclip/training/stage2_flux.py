@@ -29,13 +29,11 @@ import torch
 from torch import nn
 
 from faceclip.training.config import FluxStage2Config
+from faceclip.training.stage1_facet5 import TRAINABLE_ENCODER_PARTS, load_facet5_training_encoder
 from faceclip.training.stage2 import LORA_WEIGHT_NAME, Stage2Task, _stream_generator, make_ema
 from faceclip.training.task import StepOutput
 
 logger = logging.getLogger(__name__)
-
-#: What ``model.train_encoder`` trains in the FaceT5 encoder (the parts FaceT5 itself trains).
-ENCODER_TRAINABLE_PARTS = ("face_patch_proj", "fuser")
 
 
 def load_flux_components(config: FluxStage2Config) -> dict:
@@ -43,17 +41,17 @@ def load_flux_components(config: FluxStage2Config) -> dict:
 
     Raises:
         faceclip.hub.WeightsNotFoundError: weights are not available.
+        ValueError: ``model.encoder`` ships no T5 tokenizer.
     """
-    from faceclip.registry import load_encoder, load_pipeline
+    from faceclip.registry import load_pipeline
 
     mc = config.model
     pipe = load_pipeline(mc.components, family="facet5-flux", base_model=mc.base_model)
-    components = {name: getattr(pipe, name) for name in ("scheduler", "vae", "transformer", "faceclip_encoder")}
-    if mc.encoder is not None:
-        encoder = load_encoder(mc.encoder, family="facet5-flux", seed=mc.seed)
-        if encoder.t5_tokenizer is None:
-            encoder.t5_tokenizer = pipe.faceclip_encoder.t5_tokenizer
-        components["faceclip_encoder"] = encoder
+    names = ("scheduler", "vae", "transformer", "faceclip_encoder")
+    components = {name: getattr(pipe, name) for name in names}
+    if mc.encoder is not None:  # e.g. a stage-1 result: runs/facet5-s1/final/encoder
+        tokenizer = pipe.faceclip_encoder.t5_tokenizer
+        components["faceclip_encoder"] = load_facet5_training_encoder(mc.encoder, mc.seed, tokenizer)
     return components
 
 
@@ -99,7 +97,9 @@ class FluxStage2Model(nn.Module):
     def conditioning(self, batch: dict, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """FaceT5 prompt embeds (B, L, 4096) and pooled embeds (B, 768); dropped rows: zero face, empty prompt."""
         keep = drop >= self.config.model.condition_dropout  # (B,) bool, on the CPU
-        face_kept = (keep & batch["has_face"].cpu()).to(batch["face"].device)  # no detected face: zero face too
+        face_kept = (keep & batch["has_face"].cpu()).to(
+            batch["face"].device
+        )  # no detected face: zero face too
         faces = batch["face"] * face_kept[:, None, None, None]
         prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
         context = torch.enable_grad() if self.config.model.train_encoder else torch.no_grad()
@@ -179,12 +179,16 @@ class FluxStage2Task(Stage2Task):
 
         mc = config.model
         components = load_flux_components(config)
-        transformer, vae, encoder = components["transformer"], components["vae"], components["faceclip_encoder"]
+        transformer, vae, encoder = (
+            components["transformer"],
+            components["vae"],
+            components["faceclip_encoder"],
+        )
         noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(components["scheduler"].config)
         vae.requires_grad_(False)
         encoder.requires_grad_(False)
         if mc.train_encoder:
-            for part in ENCODER_TRAINABLE_PARTS:
+            for part in TRAINABLE_ENCODER_PARTS:
                 getattr(encoder, part).requires_grad_(True)
         if mc.lora.enabled:
             with torch.random.fork_rng(devices=[]):  # the adapter's initial weights follow model.seed alone
