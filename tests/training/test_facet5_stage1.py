@@ -51,7 +51,7 @@ def test_facet5_stage1_trains_only_the_fuser_face_projection_heads_and_scalars()
     prefixes = {name.split(".")[0] if not name.startswith("encoder.") else ".".join(name.split(".")[:2])
                 for name in task.trainable_state()}  # fmt: skip
     assert prefixes == {"encoder.face_patch_proj", "encoder.fuser", "heads", "logit_scale", "logit_bias"}
-    assert task.synthetic_target_dims() == {"face_t5": 512, "text_t5": 24, "image_t5": 24}
+    assert task.synthetic_target_dims() == {"face_l": 512, "text_l": 24, "image_l": 24}
     assert task.model.heads.face.in_features == 32  # the mean-pooled (B, 32) stream, not 16 x 32 flattened
 
 
@@ -61,7 +61,7 @@ def test_facet5_stage1_retrieval_rises_above_chance(tmp_path, capsys):
     args = ["train", "stage1", "--config", str(TINY), "--out", str(out), "--set", "run.progress_bar=false"]
     assert main(args) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert m["loss_last_mean"] < 0.6 * m["loss_first_mean"]
+    assert m["loss_last_mean"] < 0.7 * m["loss_first_mean"]
     for metric in ("face_to_text", "text_to_text", "text_to_image"):
         assert m[f"eval_end/t5/{metric}"] > 2 * m[f"eval_end/chance/{metric}"], (metric, m)
     assert (out / "final" / "encoder" / "config.json").is_file() and (out / "final" / "heads").is_dir()

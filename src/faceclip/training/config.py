@@ -192,10 +192,10 @@ FLUX_WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap"
 class FaceT5TargetConfig:
     """The frozen alignment targets of FaceT5 stage 1.
 
-    ``face``: ``"encoder"`` (the encoder's frozen face ViT identity vector) or ``"precomputed"`` (``face_t5`` from
+    ``face``: ``"encoder"`` (the mean of the frozen face ViT's patch tokens) or ``"precomputed"`` (``face_l`` from
     the data). ``text``: ``"clip"`` (the frozen CLIP-L pooled output of the caption), ``"t5"`` (the frozen T5
-    output averaged over the caption's tokens) or ``"precomputed"`` (``text_t5``). ``image``: as
-    :attr:`TargetConfig.image_l` (``"precomputed"`` reads ``image_t5``).
+    output averaged over the caption's tokens) or ``"precomputed"`` (``text_l``). ``image``: as
+    :attr:`TargetConfig.image_l` (``"precomputed"`` reads ``image_l``, as ``faceclip prepare`` stores it).
     """
 
     face: str = "encoder"

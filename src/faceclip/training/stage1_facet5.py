@@ -5,10 +5,10 @@ caption's T5 tokens (ids other than the pad id, the end token included; see docs
 projection heads (:class:`~faceclip.training.heads.AlignmentHeads`) map it to the target spaces:
 
 - the face head is aligned with the frozen identity representation of the reference face: the mean of the
-  frozen face ViT's patch tokens (FaceT5's ViT carries no identity head), or ``face_t5`` from the data;
+  frozen face ViT's patch tokens (FaceT5's ViT carries no identity head), or ``face_l`` from the data;
 - the text head with the frozen text embedding of the caption: CLIP-L's pooled output (``clip``), the frozen
-  T5 output averaged over the caption's tokens (``t5``), or ``text_t5`` from the data;
-- the same text-head vector with the frozen CLIP image embedding of the training image (``image_t5`` from the
+  T5 output averaged over the caption's tokens (``t5``), or ``text_l`` from the data;
+- the same text-head vector with the frozen CLIP image embedding of the training image (``image_l`` from the
   data, or a CLIP vision tower as in :mod:`faceclip.training.stage1`).
 
 Trainable: ``face_patch_proj``, the fuser, the heads, one ``logit_scale`` and one ``logit_bias``; the face
@@ -28,14 +28,17 @@ from faceclip.training.config import FaceT5Stage1Config
 from faceclip.training.distributed import gather_batch
 from faceclip.training.heads import AlignmentHeads
 from faceclip.training.losses import alignment_loss
-from faceclip.training.stage1 import BranchEmbeddings, Stage1Task, _precomputed
-from faceclip.training.targets import PRECOMPUTED, build_image_tower
+from faceclip.training.stage1 import BranchEmbeddings, Stage1Task, _precomputed, _prepared_image_targets
+from faceclip.training.targets import PRECOMPUTED, TINY_RANDOM, build_image_tower
 from faceclip.training.task import StepOutput
 
 logger = logging.getLogger(__name__)
 
 BRANCH = "t5"
-"""The one branch name of FaceT5 stage 1 (log names ``t5/face``, target names ``face_t5`` ...)."""
+"""The one branch name of FaceT5 stage 1 (log and metric names ``t5/face``, ``eval_end/t5/face_to_text`` ...)."""
+TARGETS = {"face": "face_l", "text": "text_l", "image": "image_l"}
+"""Precomputed target names: those of the SDXL variant's L branch, whose face ViT and CLIP-L FaceT5 shares
+(``faceclip prepare --image-target-l openai/clip-vit-large-patch14`` stores ``image_l``)."""
 TRAINABLE_ENCODER_PARTS = ("face_patch_proj", "fuser")
 
 
@@ -72,6 +75,27 @@ def load_facet5_training_encoder(name: str, seed: int = 0, tokenizer=None):
     return encoder
 
 
+def image_target_source(config: FaceT5Stage1Config) -> str:
+    """``model.targets.image``, or the tiny random tower for a smoke run on shards without ``image_l`` targets.
+
+    As for the SDXL stage 1 (:func:`faceclip.training.stage1.image_target_source`): only a packaged random
+    encoder (``facet5-tiny``) gets random image targets; a real encoder keeps the setting (and fails naming the fix).
+    """
+    from faceclip.models.facet5_encoder import list_facet5_configs
+
+    source, data = config.model.targets.image, config.data.source
+    if source != PRECOMPUTED or data == "synthetic" or config.model.encoder not in list_facet5_configs():
+        return source
+    if "l" in _prepared_image_targets(Path(data)):
+        return source
+    logger.warning(
+        "model.targets.image is 'precomputed' but %s holds no image_l targets; this smoke run (random encoder "
+        "%s) uses the tiny random image tower instead. For real targets: faceclip prepare ... --image-target-l "
+        "openai/clip-vit-large-patch14.", data, config.model.encoder,
+    )  # fmt: skip
+    return TINY_RANDOM
+
+
 def masked_mean(tokens: torch.Tensor, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     """(B, L, W) tokens averaged over the positions whose (B, L) id is not ``pad_id`` -> (B, W)."""
     keep = (ids != pad_id).to(tokens.dtype)[..., None]  # (B, L, 1)
@@ -84,7 +108,7 @@ class FaceT5Stage1Model(nn.Module):
     Args:
         encoder: a :class:`~faceclip.models.facet5_encoder.FaceT5Encoder` with ``t5_tokenizer`` set.
         heads: the face and text heads on the pooled fused stream.
-        image_tower: a frozen CLIP image tower, or None to read ``targets["image_t5"]`` from the batch.
+        image_tower: a frozen CLIP image tower, or None to read ``targets[TARGETS["image"]]`` from the batch.
         config: the run config.
     """
 
@@ -115,11 +139,11 @@ class FaceT5Stage1Model(nn.Module):
         """Frozen face (N, face_dim), text (N, text_dim) and image (N, text_dim) or None targets."""
         targets, encoder = self.config.model.targets, self.encoder
         if targets.face == PRECOMPUTED:
-            face = _precomputed(batch, "face_t5", "model.targets.face")
+            face = _precomputed(batch, TARGETS["face"], "model.targets.face")
         else:
             face = encoder.face_encoder(faces).patch_tokens.mean(dim=1)  # (N, ViT width)
         if targets.text == PRECOMPUTED:
-            text = _precomputed(batch, "text_t5", "model.targets.text")
+            text = _precomputed(batch, TARGETS["text"], "model.targets.text")
         elif targets.text == "clip":
             from faceclip.models.facet5_encoder import flux_clip_input_ids
 
@@ -130,7 +154,7 @@ class FaceT5Stage1Model(nn.Module):
         image = None
         if self.config.loss.image_weight:
             image = (self.image_tower(batch["image"]) if self.image_tower is not None
-                     else _precomputed(batch, "image_t5", "model.targets.image"))  # fmt: skip
+                     else _precomputed(batch, TARGETS["image"], "model.targets.image"))  # fmt: skip
         return face, text, image
 
     def embed(self, batch: dict) -> dict[str, BranchEmbeddings]:
@@ -181,7 +205,9 @@ class FaceT5Stage1Task(Stage1Task):
             )  # fmt: skip
         tower = None
         if config.loss.image_weight:
-            tower = build_image_tower(mc.targets.image, self.text_dim(encoder), seed=mc.targets.seed)
+            tower = build_image_tower(
+                image_target_source(config), self.text_dim(encoder), seed=mc.targets.seed
+            )
         self.model = FaceT5Stage1Model(encoder, heads, tower, config)
         if config.loss.init_logit_scale is not None:
             self.model.logit_scale.data.fill_(config.loss.init_logit_scale)
@@ -206,11 +232,11 @@ class FaceT5Stage1Task(Stage1Task):
         """The precomputed targets the config expects, for the synthetic data set to generate."""
         targets, encoder, dims = self.config.model.targets, self.model.encoder, {}
         if targets.face == PRECOMPUTED:
-            dims[f"face_{BRANCH}"] = self.face_dim(encoder)
+            dims[TARGETS["face"]] = self.face_dim(encoder)
         if targets.text == PRECOMPUTED:
-            dims[f"text_{BRANCH}"] = self.text_dim(encoder)
+            dims[TARGETS["text"]] = self.text_dim(encoder)
         if targets.image == PRECOMPUTED and self.config.loss.image_weight:
-            dims[f"image_{BRANCH}"] = self.text_dim(encoder)
+            dims[TARGETS["image"]] = self.text_dim(encoder)
         return dims
 
     def save_final(self, folder: Path) -> None:
