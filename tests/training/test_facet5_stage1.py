@@ -86,3 +86,26 @@ def test_facet5_stage1_resumes_exactly(tmp_path):
     assert straight.keys() == split.keys() and any(k.startswith("encoder.fuser") for k in straight)
     assert all(torch.equal(straight[k], split[k]) for k in straight)
     assert any(not torch.equal(straight[k], first[k]) for k in straight)
+
+
+def test_a_smoke_run_on_prepared_data_computes_the_targets_the_data_lacks(tmp_path):
+    """`faceclip prepare` stores no face/text targets (and here no image_l): a random packaged encoder computes
+    them; a real encoder keeps 'precomputed' (and its error); shards holding image_l keep that setting."""
+    from faceclip.training.stage1_facet5 import smoke_run_targets
+
+    (tmp_path / "prepare.json").write_text(json.dumps({"image_targets": {"g": "some/clip"}}))
+    smoke = smoke_run_targets(load_config("stage1", TINY, [], {"data.source": str(tmp_path)})).model.targets
+    assert (smoke.face, smoke.text, smoke.image) == ("encoder", "clip", "tiny-random")
+    real = load_config(
+        "stage1", TINY, ["model.encoder=runs/s1/final/encoder"], {"data.source": str(tmp_path)}
+    )
+    assert smoke_run_targets(real) is real
+    synthetic = load_config("stage1", TINY)
+    assert smoke_run_targets(synthetic) is synthetic
+    (tmp_path / "prepare.json").write_text(
+        json.dumps({"image_targets": {"l": "openai/clip-vit-large-patch14"}})
+    )
+    prepared = smoke_run_targets(
+        load_config("stage1", TINY, [], {"data.source": str(tmp_path)})
+    ).model.targets
+    assert prepared.image == "precomputed" and prepared.face == "encoder"

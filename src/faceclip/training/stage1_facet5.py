@@ -17,6 +17,7 @@ ViT, T5 and CLIP-L stay frozen, as released. Losses, retrieval metrics and check
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -75,25 +76,38 @@ def load_facet5_training_encoder(name: str, seed: int = 0, tokenizer=None):
     return encoder
 
 
-def image_target_source(config: FaceT5Stage1Config) -> str:
-    """``model.targets.image``, or the tiny random tower for a smoke run on shards without ``image_l`` targets.
+def smoke_run_targets(config: FaceT5Stage1Config) -> FaceT5Stage1Config:
+    """``config``, or for a smoke run on real data a copy whose missing precomputed targets are computed.
 
     As for the SDXL stage 1 (:func:`faceclip.training.stage1.image_target_source`): only a packaged random
-    encoder (``facet5-tiny``) gets random image targets; a real encoder keeps the setting (and fails naming the fix).
+    encoder (``facet5-tiny``) on shards or a manifest gets them; ``faceclip prepare`` stores no face or text
+    targets, so ``precomputed`` face / text become the frozen ViT / CLIP-L, and image targets the tiny random
+    tower unless the shards hold ``image_l``. A real encoder keeps its settings (and fails naming the fix).
     """
     from faceclip.models.facet5_encoder import list_facet5_configs
 
-    source, data = config.model.targets.image, config.data.source
-    if source != PRECOMPUTED or data == "synthetic" or config.model.encoder not in list_facet5_configs():
-        return source
-    if "l" in _prepared_image_targets(Path(data)):
-        return source
+    targets, data = config.model.targets, config.data.source
+    if data == "synthetic" or config.model.encoder not in list_facet5_configs():
+        return config
+    image_ready = "l" in _prepared_image_targets(Path(data))
+    changes = {
+        key: value
+        for key, value, needed in (
+            ("face", "encoder", True),
+            ("text", "clip", True),
+            ("image", TINY_RANDOM, not image_ready),
+        )
+        if getattr(targets, key) == PRECOMPUTED and needed
+    }
+    if not changes:
+        return config
     logger.warning(
-        "model.targets.image is 'precomputed' but %s holds no image_l targets; this smoke run (random encoder "
-        "%s) uses the tiny random image tower instead. For real targets: faceclip prepare ... --image-target-l "
-        "openai/clip-vit-large-patch14.", data, config.model.encoder,
+        "this smoke run (random encoder %s) on %s computes the targets the data lacks: %s. For real image "
+        "targets: faceclip prepare ... --image-target-l openai/clip-vit-large-patch14.",
+        config.model.encoder, data, ", ".join(f"model.targets.{k}={v}" for k, v in changes.items()),
     )  # fmt: skip
-    return TINY_RANDOM
+    model = dataclasses.replace(config.model, targets=dataclasses.replace(targets, **changes))
+    return dataclasses.replace(config, model=model)
 
 
 def masked_mean(tokens: torch.Tensor, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
@@ -190,6 +204,7 @@ class FaceT5Stage1Task(Stage1Task):
 
     def __init__(self, config: FaceT5Stage1Config):
         # Stage1Task.__init__ builds the SDXL encoder's branches, so it is not called.
+        config = smoke_run_targets(config)
         mc = config.model
         encoder = load_facet5_training_encoder(mc.encoder, mc.encoder_seed)
         encoder.requires_grad_(False)
@@ -205,9 +220,7 @@ class FaceT5Stage1Task(Stage1Task):
             )  # fmt: skip
         tower = None
         if config.loss.image_weight:
-            tower = build_image_tower(
-                image_target_source(config), self.text_dim(encoder), seed=mc.targets.seed
-            )
+            tower = build_image_tower(mc.targets.image, self.text_dim(encoder), seed=mc.targets.seed)
         self.model = FaceT5Stage1Model(encoder, heads, tower, config)
         if config.loss.init_logit_scale is not None:
             self.model.logit_scale.data.fill_(config.loss.init_logit_scale)
