@@ -194,25 +194,35 @@ def test_flux_loss_falls_on_the_tiny_transformer(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_flux_stage2_resumes_exactly(tmp_path):
-    """3 steps straight == 1 step + resume + 2 steps: LoRA, the trained encoder parts and the EMA, bit for bit."""
+def test_flux_stage2_resumes_exactly_after_sigterm(tmp_path):
+    """3 steps straight == 2 steps, SIGTERM (checkpoint, stop), resume, 1 step: LoRA, the trained encoder parts
+    and the EMA, bit for bit."""
+    import os
+    import signal
+
     from faceclip.training.loop import fit
     from faceclip.training.stage2_flux import FluxStage2Task
 
-    sets = [*QUIET, "data.batch_size=2", "run.checkpoint_every=1", "model.train_encoder=true",
+    class StoppedAfterOneStep(FluxStage2Task):
+        def after_step(self) -> None:
+            super().after_step()
+            os.kill(os.getpid(), signal.SIGTERM)  # seen at the end of the next step: checkpoint, stop
+
+    sets = [*QUIET, "data.batch_size=2", "run.checkpoint_every=100", "model.train_encoder=true",
             "model.ema.enabled=true", "model.ema.decay=0.5", "model.cache_latents=true"]  # fmt: skip
 
-    def run(out, steps, resume=None):
-        config = load_config("stage2", FLUX_TINY, [*sets, f"run.max_steps={steps}"])
+    def run(task_class, out, resume=None):
+        config = load_config("stage2", FLUX_TINY, [*sets, "run.max_steps=3"])
         config.run.output_dir = str(out)
-        fit(FluxStage2Task(config), config, resume=resume)
-        folder = out / "checkpoints" / f"step-{steps:06d}"
-        return load_file(folder / "model.safetensors"), load_file(folder / "ema.safetensors")
+        metrics = fit(task_class(config), config, resume=resume)
+        folder = out / "checkpoints" / f"step-{metrics['steps']:06d}"
+        return metrics, load_file(folder / "model.safetensors"), load_file(folder / "ema.safetensors")
 
-    straight = run(tmp_path / "straight", 3)
-    first = run(tmp_path / "split", 1)
-    split = run(tmp_path / "split", 3, resume=tmp_path / "split")
-    for whole, resumed in zip(straight, split):
-        assert whole.keys() == resumed.keys() and any(k.startswith("encoder.fuser") for k in whole)
-        assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    assert any(not torch.equal(straight[0][k], first[0][k]) for k in straight[0])
+    straight = run(FluxStage2Task, tmp_path / "straight")
+    stopped = run(StoppedAfterOneStep, tmp_path / "split")
+    resumed = run(FluxStage2Task, tmp_path / "split", resume=tmp_path / "split")
+    assert stopped[0]["stopped_by_signal"] and stopped[0]["steps"] == 2 and resumed[0]["steps"] == 3
+    for whole, split in zip(straight[1:], resumed[1:]):
+        assert whole.keys() == split.keys() and any(k.startswith("encoder.fuser") for k in whole)
+        assert all(torch.equal(whole[k], split[k]) for k in whole)
+    assert any(not torch.equal(straight[1][k], stopped[1][k]) for k in straight[1])
