@@ -97,9 +97,8 @@ class FluxStage2Model(nn.Module):
     def conditioning(self, batch: dict, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """FaceT5 prompt embeds (B, L, 4096) and pooled embeds (B, 768); dropped rows: zero face, empty prompt."""
         keep = drop >= self.config.model.condition_dropout  # (B,) bool, on the CPU
-        face_kept = (keep & batch["has_face"].cpu()).to(
-            batch["face"].device
-        )  # no detected face: zero face too
+        # A sample without a detected face gets the zero face too.
+        face_kept = (keep & batch["has_face"].cpu()).to(batch["face"].device)
         faces = batch["face"] * face_kept[:, None, None, None]
         prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
         context = torch.enable_grad() if self.config.model.train_encoder else torch.no_grad()
