@@ -1,4 +1,7 @@
-"""`faceclip train stage1|stage2`: train the joint encoder (stage 1) or FaceCLIP-SDXL (stage 2).
+"""`faceclip train stage1|stage2`: train the joint encoder (stage 1) or the diffusion model (stage 2).
+
+The config's ``family`` picks the model family: FaceCLIP-SDXL (the default) or FaceT5-FLUX
+(``family: facet5-flux``, e.g. ``configs/stage2_flux_tiny.yaml``).
 
 Runs as one process, or under ``accelerate launch`` for DDP / FSDP / DeepSpeed. At the end the main process
 prints one JSON line of final metrics on stdout. A run folder (``--out``) that already holds a run is refused
@@ -29,13 +32,15 @@ class _DeprecatedOutput(argparse.Action):
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train the joint encoder (stage1) or the SDXL UNet on FaceCLIP conditioning (stage2)",
-        description="Train FaceCLIP. Example: faceclip train stage1 --config "
+        help="train the joint encoder (stage1) or the SDXL UNet / FLUX transformer on its conditioning (stage2)",
+        description="Train FaceCLIP. The config's 'family' (faceclip-sdxl, the default, or facet5-flux) picks "
+        "the model. Example: faceclip train stage1 --config "
         "src/faceclip/training/configs/stage1_tiny.yaml --data synthetic --out runs/s1",
     )
     parser.add_argument(
-        "stage", choices=["stage1", "stage2"], help="stage1: align the joint encoder; stage2: fine-tune SDXL"
-    )
+        "stage", choices=["stage1", "stage2"],
+        help="stage1: align the joint encoder; stage2: fine-tune SDXL or FLUX (as the config's family says)",
+    )  # fmt: skip
     parser.add_argument(
         "--config", help="YAML config (see src/faceclip/training/configs/); defaults if omitted"
     )
@@ -110,16 +115,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: config class name -> (module, task class): the one place a config picks its training task.
+TASKS = {
+    "Stage1Config": ("faceclip.training.stage1", "Stage1Task"),
+    "Stage2Config": ("faceclip.training.stage2", "Stage2Task"),
+    "FaceT5Stage1Config": ("faceclip.training.stage1_facet5", "FaceT5Stage1Task"),
+    "FluxStage2Config": ("faceclip.training.stage2_flux", "FluxStage2Task"),
+}
+
+
 def _fit(args: argparse.Namespace, config) -> dict:
-    """Build the stage's task and train it (the slow part: models load here)."""
+    """Build the task the config's stage and family name and train it (the slow part: models load here)."""
+    import importlib
+
     from faceclip.training import loop
 
-    if args.stage == "stage1":
-        from faceclip.training.stage1 import Stage1Task as Task
-    else:
-        from faceclip.training.stage2 import Stage2Task as Task
+    module, name = TASKS[type(config).__name__]
+    task = getattr(importlib.import_module(module), name)(config)
     resume = None if args.resume is None else (args.resume or args.out)
-    return loop.fit(Task(config), config, resume=resume, overwrite=args.overwrite)
+    return loop.fit(task, config, resume=resume, overwrite=args.overwrite)
 
 
 def _is_main_process() -> bool:

@@ -3,7 +3,8 @@ every checkpoint.
 
 A config file is a YAML mapping whose top-level keys are the fields of :class:`Stage1Config` or
 :class:`Stage2Config` (``run``, ``data``, ``optim``, ``model``, ...). Unknown keys are errors, so a typo never
-silently falls back to a default. Overrides use dotted paths: ``--set optim.lr=3e-4 loss.kind=softmax``.
+silently falls back to a default. A top-level ``family: facet5-flux`` selects the FaceT5-FLUX stages'
+configs (:class:`FaceT5Stage1Config`, :class:`FluxStage2Config`); without it a config is FaceCLIP-SDXL's. Overrides use dotted paths: ``--set optim.lr=3e-4 loss.kind=softmax``.
 """
 
 from __future__ import annotations
@@ -181,10 +182,99 @@ class Stage2Config:
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
 
 
+FACET5_FLUX = "facet5-flux"
+FACECLIP_SDXL = "faceclip-sdxl"
+FLUX_WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
+"""diffusers' ``compute_density_for_timestep_sampling`` / ``compute_loss_weighting_for_sd3`` schemes."""
+
+
+@dataclass
+class FaceT5TargetConfig:
+    """The frozen alignment targets of FaceT5 stage 1.
+
+    ``face``: ``"encoder"`` (the mean of the frozen face ViT's patch tokens) or ``"precomputed"`` (``face_l`` from
+    the data). ``text``: ``"clip"`` (the frozen CLIP-L pooled output of the caption), ``"t5"`` (the frozen T5
+    output averaged over the caption's tokens) or ``"precomputed"`` (``text_l``). ``image``: as
+    :attr:`TargetConfig.image_l` (``"precomputed"`` reads ``image_l``, as ``faceclip prepare`` stores it).
+    """
+
+    face: str = "encoder"
+    text: str = "clip"
+    image: str = "openai/clip-vit-large-patch14"
+    seed: int = 0
+
+
+@dataclass
+class FaceT5Stage1ModelConfig:
+    """The FaceT5 encoder being aligned (trainable: ``face_patch_proj`` and the fuser) and its heads."""
+
+    encoder: str = (
+        "ByteDance/FaceCLIP"  # a packaged FaceT5 config (facet5-tiny: random), a folder or a hub id
+    )
+    encoder_seed: int = 0
+    pooling: str = (
+        "mean"  # "mean" over the caption's T5 tokens (see docs/training.md) | "flatten" (all tokens)
+    )
+    heads: HeadConfig = field(default_factory=HeadConfig)
+    targets: FaceT5TargetConfig = field(default_factory=FaceT5TargetConfig)
+
+
+@dataclass
+class FluxStage2ModelConfig:
+    """FaceT5-FLUX components and how the FLUX transformer is fine-tuned on FaceT5 conditioning."""
+
+    components: str = "ByteDance/FaceCLIP"  # "tiny-random-flux" | released repo | a saved pipeline folder
+    encoder: str | None = None  # None: the components' FaceT5 encoder; else any FaceT5 encoder argument
+    base_model: str | None = None  # FLUX.1-dev copy for released weights (None: the hub id)
+    seed: int = 0
+    train_encoder: bool = False  # face_patch_proj + fuser train with the transformer
+    condition_dropout: float = 0.1  # zero face and empty prompt together (the released negative)
+    guidance: float = 1.0  # FLUX.1-dev's distilled-guidance input (FaceT5-FLUX samples at 1.0)
+    weighting_scheme: str = "none"  # one of FLUX_WEIGHTING_SCHEMES
+    logit_mean: float = 0.0  # logit_normal timestep density
+    logit_std: float = 1.0
+    mode_scale: float = 1.29  # "mode" timestep density
+    cache_latents: bool = False  # keep each sample's VAE latent distribution in memory (by data index)
+    gradient_checkpointing: bool = True
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    # Default targets: the attention projections of every double and single block (the FLUX DreamBooth default).
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class FaceT5Stage1Config:
+    """FaceT5-FLUX stage 1: multi-modal alignment of the FaceT5 encoder."""
+
+    family: str = FACET5_FLUX
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: FaceT5Stage1ModelConfig = field(default_factory=FaceT5Stage1ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class FluxStage2Config:
+    """FaceT5-FLUX stage 2: fine-tuning the FLUX transformer on FaceT5 conditioning."""
+
+    family: str = FACET5_FLUX
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    model: FluxStage2ModelConfig = field(default_factory=FluxStage2ModelConfig)
+
+
 SCHEDULERS = ("constant", "linear", "cosine")
 LOSS_KINDS = ("sigmoid", "softmax")  # see faceclip.training.losses
 
 STAGES: dict[str, type] = {"stage1": Stage1Config, "stage2": Stage2Config}
+#: (stage, family) -> config class; ``family`` is a top-level config key (default faceclip-sdxl).
+FAMILY_STAGES: dict[tuple[str, str], type] = {
+    ("stage1", FACECLIP_SDXL): Stage1Config,
+    ("stage2", FACECLIP_SDXL): Stage2Config,
+    ("stage1", FACET5_FLUX): FaceT5Stage1Config,
+    ("stage2", FACET5_FLUX): FluxStage2Config,
+}
 
 
 class ConfigError(ValueError):
@@ -337,9 +427,25 @@ def load_config(
         for part in key.split(".")[:-1]:
             node = node.setdefault(part, {})
         node[key.split(".")[-1]] = value
-    config = from_dict(STAGES[stage], data)
+    config = from_dict(config_class(stage, data), data)
     validate(config)
     return config
+
+
+def config_class(stage: str, data: dict[str, Any]) -> type:
+    """The config class of ``stage`` for the ``family`` in ``data`` (popped when the class has no such field).
+
+    Raises:
+        ConfigError: an unknown family.
+    """
+    family = data.get("family", FACECLIP_SDXL)
+    families = sorted({f for _, f in FAMILY_STAGES})
+    if (stage, family) not in FAMILY_STAGES:
+        raise ConfigError(f"config key 'family' must be one of {', '.join(families)}, got {family!r}.")
+    cls = FAMILY_STAGES[(stage, family)]
+    if "family" not in {f.name for f in dataclasses.fields(cls)}:
+        data.pop("family", None)
+    return cls
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -379,7 +485,11 @@ def validate(config: Any) -> None:
     )
     _check(optim.warmup_steps >= 0, "optim.warmup_steps", ">= 0", optim.warmup_steps)
     model = config.model
-    if isinstance(config, Stage1Config):
+    if isinstance(config, FluxStage2Config):
+        _validate_flux_stage2(config)
+    elif isinstance(config, FaceT5Stage1Config):
+        _validate_facet5_stage1(config)
+    elif isinstance(config, Stage1Config):
         loss = config.loss
         _check(loss.kind in LOSS_KINDS, "loss.kind", "one of " + ", ".join(LOSS_KINDS), loss.kind)
         for key in ("face_weight", "text_weight", "image_weight"):
@@ -400,6 +510,31 @@ def validate(config: Any) -> None:
         _check(gamma is None or gamma > 0, "model.min_snr_gamma", "> 0 or null", gamma)
         _check(0 <= model.ema.decay <= 1, "model.ema.decay", "in [0, 1]", model.ema.decay)
         _check(model.lora.rank >= 1, "model.lora.rank", ">= 1", model.lora.rank)
+
+
+def _validate_flux_stage2(config: FluxStage2Config) -> None:
+    model, size = config.model, config.data.image_size
+    _check(size % 16 == 0, "data.image_size", "a multiple of 16 (FLUX packs 2 x 2 latent patches)", size)
+    _check(0 <= model.condition_dropout < 1, "model.condition_dropout", "in [0, 1)", model.condition_dropout)
+    _check(model.weighting_scheme in FLUX_WEIGHTING_SCHEMES, "model.weighting_scheme",
+           "one of " + ", ".join(FLUX_WEIGHTING_SCHEMES), model.weighting_scheme)  # fmt: skip
+    _check(model.logit_std > 0, "model.logit_std", "> 0", model.logit_std)
+    _check(0 <= model.ema.decay <= 1, "model.ema.decay", "in [0, 1]", model.ema.decay)
+    _check(model.lora.rank >= 1, "model.lora.rank", ">= 1", model.lora.rank)
+
+
+def _validate_facet5_stage1(config: FaceT5Stage1Config) -> None:
+    loss, model = config.loss, config.model
+    _check(loss.kind in LOSS_KINDS, "loss.kind", "one of " + ", ".join(LOSS_KINDS), loss.kind)
+    for key in ("face_weight", "text_weight", "image_weight"):
+        _check(getattr(loss, key) >= 0, f"loss.{key}", ">= 0", getattr(loss, key))
+    targets = model.targets
+    _check(targets.face in ("encoder", "precomputed"), "model.targets.face", "encoder or precomputed",
+           targets.face)  # fmt: skip
+    _check(targets.text in ("clip", "t5", "precomputed"), "model.targets.text", "clip, t5 or precomputed",
+           targets.text)  # fmt: skip
+    _check(model.pooling in ("mean", "flatten"), "model.pooling", "mean or flatten", model.pooling)
+    _check(model.heads.face_dim >= 1, "model.heads.face_dim", ">= 1", model.heads.face_dim)
 
 
 def dump_config(config: Any, stage: str) -> str:
