@@ -151,8 +151,11 @@ def test_upload_generate_and_download(page, server):
     page.wait_for_function("() => document.querySelector('#seed input').value !== '7'")
     first_seed = int(seed.input_value())
     assert 0 <= first_seed <= 2**32 - 1
+    # Enough steps that the progress text stays up long enough to be seen (2 tiny steps take 0.1 s).
+    page.locator("#steps input[type='number']").fill("40")
+    page.locator("#steps input[type='number']").press("Enter")
     page.locator("#generate").click()
-    progress = page.locator("#gallery").get_by_text(re.compile(r"Image [12]/2, step [12]/2"))
+    progress = page.locator("#gallery").get_by_text(re.compile(r"Image [12]/2, step \d+/40"))
     progress.first.wait_for(timeout=GENERATE_TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "demo-progress.png"), full_page=True)
     gallery_images = page.locator("#gallery img")
@@ -173,7 +176,7 @@ def test_upload_generate_and_download(page, server):
     with Image.open(io.BytesIO(response.body())) as image:
         assert image.format == "PNG" and image.size == (128, 128)
         meta = json.loads(image.text["faceclip"])
-    assert meta["prompt"] == PROMPT and meta["steps"] == 2
+    assert meta["prompt"] == PROMPT and meta["steps"] == 40
     assert meta["seed"] in (first_seed, first_seed + 1)
     assert meta["model"] == "tiny-random"
 
