@@ -11,7 +11,7 @@ Several models in one page, loaded when chosen (see :class:`ModelPool`):
     >>> from faceclip.registry import resolve_model
     >>> names = ["tiny-random", "tiny-random-flux"]
     >>> models = [DemoModel.from_source(name, resolve_model(name)) for name in names]
-    >>> pool = ModelPool(models, load=lambda name: load_pipeline(name).to("cuda"))  # doctest: +SKIP
+    >>> pool = ModelPool(models, load=lambda name: load_pipeline(name).to(device))  # doctest: +SKIP
     >>> launch_demo(create_demo(pool, config), config)  # doctest: +SKIP
 """
 

@@ -316,10 +316,7 @@ class FaceCLIPStableDiffusionXLPipeline(
             FaceCLIP-SDXL); the negatives are ``None`` without guidance unless passed in.
         """
         device = device or self._execution_device
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(
-                f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}."
-            )
+        _check_images_per_prompt(num_images_per_prompt)
         self._check_embeddings(
             prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds
         )
@@ -701,3 +698,8 @@ def _guidance_embedding(guidance: torch.Tensor, dim: int) -> torch.Tensor:
     angles = (guidance.float() * 1000.0)[:, None] * frequencies[None]
     embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
     return torch.nn.functional.pad(embedding, (0, dim % 2))
+
+
+def _check_images_per_prompt(num_images_per_prompt) -> None:
+    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be a whole number >= 1; got {num_images_per_prompt!r}.")
