@@ -126,6 +126,28 @@ def test_every_key_and_shape_of_the_original_layout_and_the_values_round_trip(ti
     assert all(torch.equal(back[key], source[key]) for key in source)
 
 
+def test_the_flux_dev_config_uses_every_diffusers_key_once_and_has_the_keys_comfyui_detects():
+    from faceclip.convert.comfyui_flux import original_key_sources
+    from faceclip.convert.flux_transformer import expected_transformer_layout
+    from faceclip.pipelines.flux.architectures import architecture_config
+
+    config = architecture_config("flux_transformer")
+    sources = original_key_sources(config)
+    used = [name for names, _transform in sources.values() for name in names]
+    assert len(sources) == 780 and sorted(used) == sorted(expected_transformer_layout(config))
+    assert {
+        "double_blocks.0.img_attn.norm.key_norm.scale",
+        "img_in.weight",
+        "guidance_in.in_layer.weight",
+    } <= set(sources)
+    assert {key.split(".")[1] for key in sources if key.startswith("double_blocks.")} == {
+        str(i) for i in range(19)
+    }
+    assert {key.split(".")[1] for key in sources if key.startswith("single_blocks.")} == {
+        str(i) for i in range(38)
+    }
+
+
 def test_cli_writes_dit_pt_as_one_comfyui_file(tiny_transformer, tmp_path, capsys):
     dit = released_files(tmp_path, tiny_transformer)
     out = tmp_path / "facet5_flux.safetensors"
