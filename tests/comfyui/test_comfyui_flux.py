@@ -162,6 +162,36 @@ def test_cli_writes_dit_pt_as_one_comfyui_file(tiny_transformer, tmp_path, capsy
     assert all(torch.equal(back[key], source[key]) for key in source)
 
 
+def test_cli_reads_a_converted_transformer_folder_with_its_own_config(tiny_transformer, tmp_path, capsys):
+    from faceclip.convert.flux_transformer import convert_released_transformer
+
+    dit = released_files(tmp_path, tiny_transformer)
+    folder = convert_released_transformer(dit, dict(tiny_transformer.config), tmp_path / "transformer",
+                                          max_shard_bytes=4096)  # fmt: skip
+    assert len(list(folder.glob("*.safetensors"))) > 1
+    from_dit, from_folder = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    run(capsys, "convert", "--released", str(dit), "--comfyui", "--base-model", str(tmp_path / "base"),
+        "--out", str(from_dit))  # fmt: skip
+    code, err = run(capsys, "convert", "--released", str(folder), "--comfyui", "--out", str(from_folder))
+    assert code == 0, err
+    assert from_folder.read_bytes() == from_dit.read_bytes()
+
+
+def test_cli_refuses_a_folder_without_weights_and_the_sdxl_family_for_a_folder(tmp_path, capsys):
+    folder = tmp_path / "transformer"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    out = tmp_path / "o.safetensors"
+    code, err = run(capsys, "convert", "--released", str(folder), "--comfyui", "--out", str(out))
+    assert code == 2 and f"{folder} holds no diffusion_pytorch_model*.safetensors" in err
+    code, err = run(capsys, "convert", "--released", str(folder), "--comfyui", "--family", "faceclip-sdxl",
+                    "--out", str(out))  # fmt: skip
+    assert code == 2 and err.strip().endswith(
+        f"--released {folder} is a facet5-flux folder, not faceclip-sdxl."
+    )
+    assert not out.exists()
+
+
 def test_streaming_remaps_the_file_and_casts(tiny_transformer, tmp_path):
     dit = released_files(tmp_path, tiny_transformer)
     out = convert_flux_for_comfyui(dit, dict(tiny_transformer.config), tmp_path / "o.safetensors",

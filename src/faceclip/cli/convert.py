@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="convert the FaceCLIP-SDXL UNet (model/unet.pt, or a folder / hub id holding it) into one "
         "safetensors file in ComfyUI's own (LDM) key layout for ComfyUI/models/diffusion_models/; with dit.pt "
-        "or --family facet5-flux, the FaceT5-FLUX transformer in the original FLUX layout instead; --out names "
+        "(or a folder it was converted to) or --family facet5-flux, the FaceT5-FLUX transformer in the original "
+        "FLUX layout instead; --out names "
         "the .safetensors file; --base-model gives SDXL base's unet/config.json or FLUX.1-dev's "
         "transformer/config.json (default: the packaged copy)",
     )
@@ -200,12 +201,22 @@ def _base_model_config(args: argparse.Namespace, file: str, what: str, base: str
 
 
 def comfyui_kind(args: argparse.Namespace) -> str:
-    """Which model ``--comfyui`` converts: the FaceT5-FLUX transformer for ``dit.pt`` or ``--family
-    facet5-flux``, else the FaceCLIP-SDXL UNet."""
-    stem_family = {"dit": "facet5-flux", "unet": "faceclip-sdxl"}.get(Path(args.released).name.split(".")[0])
-    if stem_family and args.family and args.family != stem_family:
-        raise CommandError(f"--released {args.released} is a {stem_family} file, not {args.family}.")
-    return COMFYUI_FLUX if (stem_family or args.family) == "facet5-flux" else COMFYUI_UNET
+    """Which model ``--comfyui`` converts: the FaceT5-FLUX transformer for ``dit.pt``, a converted transformer
+    folder (with ``config.json``) or ``--family facet5-flux``, else the FaceCLIP-SDXL UNet."""
+    released = Path(args.released).expanduser()
+    if _is_model_folder(released):
+        found = "facet5-flux", "folder"
+    else:
+        stem = {"dit": "facet5-flux", "unet": "faceclip-sdxl"}.get(released.name.split(".")[0])
+        found = stem, "file"
+    if found[0] and args.family and args.family != found[0]:
+        raise CommandError(f"--released {args.released} is a {found[0]} {found[1]}, not {args.family}.")
+    return COMFYUI_FLUX if (found[0] or args.family) == "facet5-flux" else COMFYUI_UNET
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A folder written by ``faceclip convert`` (config + safetensors), not one holding ``model/*.pt``."""
+    return (path / "config.json").is_file()
 
 
 def _comfyui_file(args: argparse.Namespace, out: Path, example: str, file: str, what: str) -> Path:
@@ -216,7 +227,9 @@ def _comfyui_file(args: argparse.Namespace, out: Path, example: str, file: str, 
     if out.suffix != ".safetensors":
         raise CommandError(f"--out {out}: with --comfyui, name a .safetensors file (e.g. {example}).")
     source = Path(args.released).expanduser()
-    return source if source.is_file() else resolve_file(args.released, file, what=what)
+    if source.is_file() or _is_model_folder(source):
+        return source
+    return resolve_file(args.released, file, what=what)
 
 
 def _comfyui_flux(args: argparse.Namespace, out: Path) -> str:
@@ -228,7 +241,12 @@ def _comfyui_flux(args: argparse.Namespace, out: Path) -> str:
         args, out, "facet5_flux_transformer.safetensors", RELEASED_TRANSFORMER_FILE,
         "the FaceT5-FLUX transformer",
     )  # fmt: skip
-    config = _transformer_config(args)
+    from faceclip.pipelines.released_files import read_config
+
+    if _is_model_folder(source) and args.base_model is None:  # a converted folder carries its own config
+        config = read_config(source / "config.json", "convert dit.pt again, or pass --base-model.")
+    else:
+        config = _transformer_config(args)
     convert_flux_for_comfyui(source, config, out, torch_dtype=_flux_dtype(args))
     return (
         f"Put it in ComfyUI/models/diffusion_models/ and load it with Load Diffusion Model. {LICENSE_NOTICE}"

@@ -12,8 +12,9 @@ which ComfyUI reads directly, following the correspondence of ``flux_to_diffuser
 * ``final_layer.adaLN_modulation.1`` holds ``[shift; scale]`` where diffusers' ``norm_out.linear`` holds
   ``[scale; shift]``.
 
-The released ``dit.pt`` (23.8 GB) is never held whole: it is memory-mapped, and tensors are joined and written one
-at a time (:func:`faceclip.convert.facet5_files.write_safetensors`), re-mapping the file every few GB.
+The released ``dit.pt`` (23.8 GB) is never held whole: it is memory-mapped (a converted folder is read tensor by
+tensor), and tensors are joined and written one at a time (:func:`faceclip.convert.facet5_files.write_safetensors`),
+re-mapping the file every few GB.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from faceclip.convert.facet5_files import write_safetensors
+from faceclip.convert.facet5_files import SAFETENSORS_DTYPES, write_safetensors
 from faceclip.convert.finite import NonFiniteTensors
 from faceclip.convert.flux_transformer import (
     check_transformer_keys,
@@ -80,6 +81,56 @@ OUTER_PARTS = {
 }
 
 
+class FolderTensors(Mapping):
+    """The tensors of a ``FluxTransformer2DModel`` folder's safetensors files, each read only when asked for."""
+
+    def __init__(self, folder: Path):
+        from safetensors import SafetensorError, safe_open
+
+        from faceclip.hub import WeightsFileError
+
+        files = sorted(folder.glob("diffusion_pytorch_model*.safetensors"))
+        if not files:
+            raise WeightsFileError(
+                f"{folder} holds no diffusion_pytorch_model*.safetensors; pass the released dit.pt or a folder "
+                "written by faceclip convert --released dit.pt."
+            )
+        self._where: dict[str, object] = {}
+        for file in files:
+            try:
+                handle = safe_open(str(file), "pt")
+            except SafetensorError as err:
+                raise WeightsFileError(
+                    f"{file}: not a complete safetensors file ({err}); convert dit.pt again."
+                ) from err
+            self._where.update(dict.fromkeys(handle.keys(), handle))
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._where[key].get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def shapes(self) -> dict[str, torch.Tensor]:
+        """Every tensor as an empty meta tensor of its shape and dtype (from the headers only)."""
+        dtypes = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
+        return {
+            key: torch.empty(part.get_shape(), dtype=dtypes[part.get_dtype()], device="meta")
+            for key, part in ((key, handle.get_slice(key)) for key, handle in self._where.items())
+        }
+
+    def clear(self) -> None:
+        self._where.clear()
+
+
+def open_transformer_weights(path: Path) -> Mapping[str, torch.Tensor]:
+    """``dit.pt`` memory-mapped, or a converted folder read tensor by tensor (:class:`FolderTensors`)."""
+    return FolderTensors(path) if path.is_dir() else load_transformer_state_dict(path)
+
+
 def original_key_sources(config: Mapping) -> dict[str, tuple[tuple[str, ...], str | None]]:
     """Original key -> (diffusers keys whose rows it joins, ``SWAP_HALVES`` or ``None``), in file order."""
     sources: dict[str, tuple[tuple[str, ...], str | None]] = {}
@@ -91,12 +142,12 @@ def original_key_sources(config: Mapping) -> dict[str, tuple[tuple[str, ...], st
     for ours, theirs in OUTER_PARTS.items():
         if config.get("guidance_embeds", True) or not ours.startswith("guidance_in"):
             add_modules(ours, (theirs,))
-    for i in range(config["num_layers"]):
+    for i in range(config.get("num_layers", 19)):  # diffusers' defaults: FLUX.1-dev's 19 and 38 blocks
         for ours, theirs in DOUBLE_BLOCK_PARTS.items():
             add_modules(f"double_blocks.{i}.{ours}", tuple(f"transformer_blocks.{i}.{t}" for t in theirs))
         for ours, theirs in DOUBLE_BLOCK_NORMS.items():
             sources[f"double_blocks.{i}.{ours}"] = ((f"transformer_blocks.{i}.{theirs}",), None)
-    for i in range(config["num_single_layers"]):
+    for i in range(config.get("num_single_layers", 38)):
         for ours, theirs in SINGLE_BLOCK_PARTS.items():
             add_modules(
                 f"single_blocks.{i}.{ours}", tuple(f"single_transformer_blocks.{i}.{t}" for t in theirs)
@@ -137,7 +188,8 @@ def convert_flux_for_comfyui(
     torch_dtype: torch.dtype | None = None,
     remap_bytes: int = 4 << 30,
 ) -> Path:
-    """Write ``path`` (the released ``dit.pt``, diffusers keys) as one ComfyUI file in the original layout.
+    """Write ``path`` (the released ``dit.pt``, or a folder it was converted to: diffusers keys) as one ComfyUI
+    file in the original layout.
 
     Every key and shape is checked before anything is written; the file appears at ``out_file`` only when
     complete. ``torch_dtype`` casts floating weights (``None`` keeps the file's, bf16 for the released file).
@@ -149,7 +201,9 @@ def convert_flux_for_comfyui(
     from faceclip.outputs import atomic_path
 
     path = Path(path)
-    released = load_transformer_state_dict(path)
+    released = open_transformer_weights(path)
+    if isinstance(released, FolderTensors):
+        released = released.shapes()
     check_transformer_keys(released, expected_transformer_layout(config), str(path))
     sources = original_key_sources(config)
     layout = [(key, *_planned(released, names, torch_dtype)) for key, (names, _t) in sources.items()]
@@ -176,7 +230,7 @@ def _original_tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield the original tensors in ``layout`` order, mapping the file afresh after every ``remap_bytes``
     read (so the pages of earlier tensors are released)."""
-    released, read = load_transformer_state_dict(path), 0
+    released, read = open_transformer_weights(path), 0
     try:
         for key, _shape, dtype in layout:
             names, transform = sources[key]
@@ -185,6 +239,6 @@ def _original_tensors(
             read += sum(part.numel() * part.element_size() for part in parts)
             if read > remap_bytes:
                 released.clear()
-                released, read = load_transformer_state_dict(path), 0
+                released, read = open_transformer_weights(path), 0
     finally:
         released.clear()
