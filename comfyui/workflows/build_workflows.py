@@ -1,6 +1,6 @@
 """Write the example workflows of this folder, in ComfyUI's UI format and its API format, from one graph each.
 
-    python comfyui/workflows/build_workflows.py      # rewrites faceclip_portrait*.json
+    python comfyui/workflows/build_workflows.py      # rewrites every *.json here
 
 Each graph lists its nodes with their widget values and links; the socket names and types of ComfyUI's own
 nodes used here are spelled in BUILT_IN (inputs linked by socket, widgets in the order the UI stores them).
@@ -24,6 +24,7 @@ BUILT_IN = {
     "UNETLoader": ([], ["unet_name", "weight_dtype"], [("MODEL", "MODEL")]),
     "VAELoader": ([], ["vae_name"], [("VAE", "VAE")]),
     "EmptyLatentImage": ([], ["width", "height", "batch_size"], [("LATENT", "LATENT")]),
+    "EmptySD3LatentImage": ([], ["width", "height", "batch_size"], [("LATENT", "LATENT")]),
     "KSampler": (
         [
             ("model", "MODEL"),
@@ -155,16 +156,71 @@ def portrait_graph(controlnet: bool) -> list[dict]:
     return graph
 
 
-def _negative_default() -> str:
-    from faceclip.pipelines.sdxl.family import NEGATIVE_PROMPT
+FLUX_PROMPT_INPUTS = {"guidance": 1.0}
+"""The released distilled guidance; the true CFG 3.5 is the KSampler's ``cfg`` (with the negative)."""
 
-    return NEGATIVE_PROMPT
+
+def flux_portrait_graph() -> list[dict]:
+    """Photo + prompt -> portrait with FaceT5-FLUX: the converted transformer from Load Diffusion Model, a
+    16-channel latent, 50 Euler steps at true CFG 3.5 (the released settings)."""
+    return [
+        {"id": 1, "type": "LoadImage", "widgets": {"image": "face.png", "upload": "image"}},
+        {"id": 2, "type": "FaceCLIPFace", "widgets": {"face_index": -1}, "links": {"image": (1, 0)}},
+        {"id": 3, "type": "PreviewImage", "links": {"images": (2, 0)}},
+        {
+            "id": 4,
+            "type": "FaceT5EncoderLoader",
+            "widgets": {"encoder_name": "face_t5_encoder.pt", "device": "auto", "dtype": "auto"},
+        },
+        {
+            "id": 5,
+            "type": "UNETLoader",
+            "widgets": {"unet_name": "facet5_flux_transformer.safetensors", "weight_dtype": "default"},
+        },
+        {"id": 6, "type": "VAELoader", "widgets": {"vae_name": "ae.safetensors"}},
+        {"id": 7, "type": "EmptySD3LatentImage", "widgets": {"width": 864, "height": 1152, "batch_size": 1}},
+        {
+            "id": 8,
+            "type": "FaceT5Encode",
+            "widgets": {"text": PROMPT, **FLUX_PROMPT_INPUTS},
+            "links": {"encoder": (4, 0), "face": (2, 0)},
+        },
+        {
+            "id": 9,
+            "type": "FaceT5Negative",
+            "widgets": {"text": None, **FLUX_PROMPT_INPUTS},
+            "links": {"encoder": (4, 0)},
+        },
+        {
+            "id": 10,
+            "type": "KSampler",
+            "widgets": {
+                "seed": 42,
+                "control_after_generate": "fixed",
+                "steps": 50,
+                "cfg": 3.5,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "denoise": 1.0,
+            },
+            "links": {"model": (5, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (7, 0)},
+        },
+        {"id": 11, "type": "VAEDecode", "links": {"samples": (10, 0), "vae": (6, 0)}},
+        {
+            "id": 12,
+            "type": "SaveImage",
+            "widgets": {"filename_prefix": "facet5_flux"},
+            "links": {"images": (11, 0)},
+        },
+    ]
 
 
 def _widgets(node: dict) -> dict:
+    """The node's widget values; a ``None`` text is the node's own default (the released negative prompt)."""
     widgets = dict(node.get("widgets", {}))
-    if node["type"] == "FaceCLIPNegative" and widgets.get("text") is None:
-        widgets["text"] = _negative_default()
+    if "text" in widgets and widgets["text"] is None:
+        spec = next(spec for spec in NODES if spec.node_id == node["type"])
+        widgets["text"] = next(i.options["default"] for i in spec.inputs if i.name == "text")
     return widgets
 
 
@@ -229,14 +285,19 @@ def ui_format(graph: list[dict]) -> dict:
     }
 
 
-WORKFLOWS = {"faceclip_portrait": False, "faceclip_portrait_controlnet": True}
+WORKFLOWS = {
+    "faceclip_portrait": lambda: portrait_graph(controlnet=False),
+    "faceclip_portrait_controlnet": lambda: portrait_graph(controlnet=True),
+    "facet5_flux_portrait": flux_portrait_graph,
+}
+"""File stem -> the graph it holds."""
 
 
 def rendered() -> dict[str, dict]:
     """File name -> JSON content of every example workflow."""
     files = {}
-    for name, controlnet in WORKFLOWS.items():
-        graph = portrait_graph(controlnet)
+    for name, build in WORKFLOWS.items():
+        graph = build()
         files[f"{name}.json"] = ui_format(graph)
         files[f"{name}_api.json"] = api_format(graph)
     return files

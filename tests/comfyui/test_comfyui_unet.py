@@ -149,7 +149,7 @@ def test_cli_refuses_a_damaged_file(tmp_path, capsys):
     assert not (tmp_path / "o.safetensors").exists()
 
 
-def test_cli_refuses_the_flux_family(tmp_path, capsys):
+def test_cli_refuses_the_flux_family_for_the_unet_file(tmp_path, capsys):
     tiny_unet_files(tmp_path)
     code, err = run(
         capsys,
@@ -162,7 +162,11 @@ def test_cli_refuses_the_flux_family(tmp_path, capsys):
         "--out",
         str(tmp_path / "o.safetensors"),
     )
-    assert code == 2 and "--comfyui converts the FaceCLIP-SDXL UNet; --family facet5-flux has none." in err
+    assert code == 2
+    assert err.strip().endswith(
+        f"--released {tmp_path / 'unet.pt'} is a faceclip-sdxl file, not facet5-flux."
+    )
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_per_block_layer_counts_are_refused():

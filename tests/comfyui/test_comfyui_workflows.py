@@ -16,6 +16,7 @@ COMFYUI_BUILT_IN = {
     "UNETLoader": ["MODEL"],
     "VAELoader": ["VAE"],
     "EmptyLatentImage": ["LATENT"],
+    "EmptySD3LatentImage": ["LATENT"],  # FLUX's 16-channel latent
     "KSampler": ["LATENT"],
     "VAEDecode": ["IMAGE"],
     "SaveImage": [],
@@ -24,8 +25,17 @@ COMFYUI_BUILT_IN = {
     "ControlNetApplyAdvanced": ["CONDITIONING", "CONDITIONING"],
 }
 OUTPUT_TYPES = {**COMFYUI_BUILT_IN, **{name: list(cls.RETURN_TYPES) for name, cls in LEGACY_CLASSES.items()}}
-UI_FILES = ["faceclip_portrait.json", "faceclip_portrait_controlnet.json"]
-API_FILES = ["faceclip_portrait_api.json", "faceclip_portrait_controlnet_api.json"]
+UI_FILES = ["faceclip_portrait.json", "faceclip_portrait_controlnet.json", "facet5_flux_portrait.json"]
+API_FILES = [
+    "faceclip_portrait_api.json",
+    "faceclip_portrait_controlnet_api.json",
+    "facet5_flux_portrait_api.json",
+]
+FAMILY_NODES = {
+    "faceclip": {"FaceCLIPEncoderLoader", "FaceCLIPEncode", "FaceCLIPNegative"},
+    "facet5": {"FaceT5EncoderLoader", "FaceT5Encode", "FaceT5Negative"},
+}
+"""Each workflow's family (its name's first word) -> the encoder nodes it must use."""
 
 
 def load(name: str) -> dict:
@@ -44,7 +54,8 @@ def test_api_workflow_links_existing_nodes_and_outputs(name):
                     node_id,
                     value,
                 )
-    assert {"FaceCLIPFace", "FaceCLIPEncode", "FaceCLIPNegative", "KSampler", "UNETLoader"} <= {
+    family = FAMILY_NODES[name.split("_")[0]]
+    assert family | {"FaceCLIPFace", "KSampler", "UNETLoader", "VAEDecode", "SaveImage"} <= {
         node["class_type"] for node in prompt.values()
     }
 
@@ -83,6 +94,24 @@ def test_the_controlnet_workflow_feeds_the_sampler_through_the_controlnet():
     sampler = next(node for node in prompt.values() if node["class_type"] == "KSampler")
     assert prompt[sampler["inputs"]["positive"][0]]["class_type"] == "ControlNetApplyAdvanced"
     assert sampler["inputs"]["negative"] == [sampler["inputs"]["positive"][0], 1]
+
+
+def test_the_flux_workflow_uses_the_released_settings_and_a_16_channel_latent():
+    from faceclip.pipelines.flux.family import NEGATIVE_PROMPT
+
+    prompt = load("facet5_flux_portrait_api.json")
+    sampler = next(node["inputs"] for node in prompt.values() if node["class_type"] == "KSampler")
+    source = {name: prompt[sampler[name][0]] for name in ("model", "positive", "negative", "latent_image")}
+    assert {name: node["class_type"] for name, node in source.items()} == {
+        "model": "UNETLoader",
+        "positive": "FaceT5Encode",
+        "negative": "FaceT5Negative",
+        "latent_image": "EmptySD3LatentImage",
+    }
+    assert source["model"]["inputs"]["unet_name"] == "facet5_flux_transformer.safetensors"
+    assert (sampler["cfg"], sampler["steps"], sampler["scheduler"]) == (3.5, 50, "simple")
+    assert source["positive"]["inputs"]["guidance"] == source["negative"]["inputs"]["guidance"] == 1.0
+    assert source["negative"]["inputs"]["text"] == NEGATIVE_PROMPT
 
 
 def test_files_are_what_the_builder_writes():

@@ -5,6 +5,7 @@
     faceclip convert --released model/dit.pt --out transformer            # FaceT5-FLUX transformer (streamed)
     faceclip convert --released ByteDance/FaceCLIP --family facet5-flux --out facet5   # both FLUX files
     faceclip convert --released model/unet.pt --comfyui --out faceclip_sdxl_unet.safetensors  # for ComfyUI
+    faceclip convert --released model/dit.pt --comfyui --out facet5_flux_transformer.safetensors  # for ComfyUI
 
 ``faceclip generate`` and the other commands convert on first use by themselves (into the cache); this command
 is for keeping the converted folders elsewhere or loading them with ``from_pretrained``.
@@ -51,8 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--comfyui",
         action="store_true",
         help="convert the FaceCLIP-SDXL UNet (model/unet.pt, or a folder / hub id holding it) into one "
-        "safetensors file in ComfyUI's own (LDM) key layout for ComfyUI/models/diffusion_models/; --out names "
-        "the .safetensors file; --base-model gives SDXL base's unet/config.json (default: the packaged copy)",
+        "safetensors file in ComfyUI's own (LDM) key layout for ComfyUI/models/diffusion_models/; with dit.pt "
+        "(or a folder it was converted to) or --family facet5-flux, the FaceT5-FLUX transformer in the original "
+        "FLUX layout instead; --out names "
+        "the .safetensors file; --base-model gives SDXL base's unet/config.json or FLUX.1-dev's "
+        "transformer/config.json (default: the packaged copy)",
     )
     parser.add_argument(
         "--family",
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.exists():
         raise CommandError(f"--out {out} already exists; choose a new folder.")
-    kind = COMFYUI_UNET if args.comfyui else released_kind(args.released, args.family)
+    kind = comfyui_kind(args) if args.comfyui else released_kind(args.released, args.family)
     try:
         notice = CONVERTERS[kind](args, out)
     except WeightsFileError as err:  # names the file itself
@@ -196,22 +200,68 @@ def _base_model_config(args: argparse.Namespace, file: str, what: str, base: str
     )
 
 
+def comfyui_kind(args: argparse.Namespace) -> str:
+    """Which model ``--comfyui`` converts: the FaceT5-FLUX transformer for ``dit.pt``, a converted transformer
+    folder (with ``config.json``) or ``--family facet5-flux``, else the FaceCLIP-SDXL UNet."""
+    released = Path(args.released).expanduser()
+    if _is_model_folder(released):
+        found = "facet5-flux", "folder"
+    else:
+        stem = {"dit": "facet5-flux", "unet": "faceclip-sdxl"}.get(released.name.split(".")[0])
+        found = stem, "file"
+    if found[0] and args.family and args.family != found[0]:
+        raise CommandError(f"--released {args.released} is a {found[0]} {found[1]}, not {args.family}.")
+    return COMFYUI_FLUX if (found[0] or args.family) == "facet5-flux" else COMFYUI_UNET
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A folder written by ``faceclip convert`` (config + safetensors), not one holding ``model/*.pt``."""
+    return (path / "config.json").is_file()
+
+
+def _comfyui_file(args: argparse.Namespace, out: Path, example: str, file: str, what: str) -> Path:
+    """The released file ``--comfyui`` reads (``--released`` itself, or ``file`` in that folder / hub id);
+    ``out`` must name a ``.safetensors`` file."""
+    from faceclip.hub import resolve_file
+
+    if out.suffix != ".safetensors":
+        raise CommandError(f"--out {out}: with --comfyui, name a .safetensors file (e.g. {example}).")
+    source = Path(args.released).expanduser()
+    if source.is_file() or _is_model_folder(source):
+        return source
+    return resolve_file(args.released, file, what=what)
+
+
+def _comfyui_flux(args: argparse.Namespace, out: Path) -> str:
+    """The FaceT5-FLUX transformer as one ComfyUI diffusion-model file (see :mod:`faceclip.convert.comfyui_flux`)."""
+    from faceclip.convert.comfyui_flux import convert_flux_for_comfyui
+    from faceclip.pipelines.flux.family import LICENSE_NOTICE, RELEASED_TRANSFORMER_FILE
+
+    source = _comfyui_file(
+        args, out, "facet5_flux_transformer.safetensors", RELEASED_TRANSFORMER_FILE,
+        "the FaceT5-FLUX transformer",
+    )  # fmt: skip
+    from faceclip.pipelines.released_files import read_config
+
+    if _is_model_folder(source) and args.base_model is None:  # a converted folder carries its own config
+        config = read_config(source / "config.json", "convert dit.pt again, or pass --base-model.")
+    else:
+        config = _transformer_config(args)
+    convert_flux_for_comfyui(source, config, out, torch_dtype=_flux_dtype(args))
+    return (
+        f"Put it in ComfyUI/models/diffusion_models/ and load it with Load Diffusion Model. {LICENSE_NOTICE}"
+    )
+
+
 def _comfyui_unet(args: argparse.Namespace, out: Path) -> str:
     """The SDXL UNet as one ComfyUI diffusion-model file (see :mod:`faceclip.convert.comfyui_unet`)."""
     from faceclip.convert.comfyui_unet import convert_unet_for_comfyui
     from faceclip.devices import resolve_dtype
-    from faceclip.hub import resolve_file
     from faceclip.pipelines.sdxl.family import LICENSE_NOTICE, RELEASED_UNET_FILE
 
-    if args.family not in (None, "faceclip-sdxl"):
-        raise CommandError(f"--comfyui converts the FaceCLIP-SDXL UNet; --family {args.family} has none.")
-    if out.suffix != ".safetensors":
-        raise CommandError(
-            f"--out {out}: with --comfyui, name a .safetensors file (e.g. faceclip_sdxl_unet.safetensors)."
-        )
-    source = Path(args.released).expanduser()
-    if not source.is_file():
-        source = resolve_file(args.released, RELEASED_UNET_FILE, what="the FaceCLIP-SDXL UNet")
+    source = _comfyui_file(
+        args, out, "faceclip_sdxl_unet.safetensors", RELEASED_UNET_FILE, "the FaceCLIP-SDXL UNet"
+    )
     config = _unet_config(args)
     metadata = {"faceclip": "FaceCLIP-SDXL UNet, ComfyUI diffusion_models layout", "license": "CC-BY-NC-4.0"}
     dtype = resolve_dtype(args.dtype) if args.dtype else None
@@ -241,6 +291,7 @@ def _flux_dtype(args: argparse.Namespace):
 
 
 COMFYUI_UNET = "faceclip-sdxl unet for comfyui"
+COMFYUI_FLUX = "facet5-flux transformer for comfyui"
 
 CONVERTERS = {
     "faceclip-sdxl encoder": _sdxl_encoder,
@@ -248,5 +299,6 @@ CONVERTERS = {
     "facet5-flux transformer": _flux_transformer,
     "facet5-flux files": _flux_files,
     COMFYUI_UNET: _comfyui_unet,
+    COMFYUI_FLUX: _comfyui_flux,
 }
 """What each kind of ``--released`` is converted by; each returns the licence line to print."""
