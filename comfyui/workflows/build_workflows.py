@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -70,149 +71,141 @@ SIZES = {"width": 864, "height": 1152, "crop_w": 0, "crop_h": 0, "target_width":
 PROMPT = "a portrait photo of a person in a sunlit garden, 85mm, natural light"
 
 
-def portrait_graph(controlnet: bool) -> list[dict]:
-    """Photo + prompt -> portrait; with ``controlnet``, a Canny edge map of a pose photo also steers it."""
-    positive, negative = (8, 0), (9, 0)
-    graph = [
-        {"id": 1, "type": "LoadImage", "widgets": {"image": "face.png", "upload": "image"}},
-        {"id": 2, "type": "FaceCLIPFace", "widgets": {"face_index": -1}, "links": {"image": (1, 0)}},
-        {"id": 3, "type": "PreviewImage", "links": {"images": (2, 0)}},
-        {
-            "id": 4,
-            "type": "FaceCLIPEncoderLoader",
-            "widgets": {"encoder_name": "face_clip_encoder.pt", "device": "auto", "dtype": "auto"},
-        },
-        {
-            "id": 5,
-            "type": "UNETLoader",
-            "widgets": {"unet_name": "faceclip_sdxl_unet.safetensors", "weight_dtype": "default"},
-        },
-        {"id": 6, "type": "VAELoader", "widgets": {"vae_name": "sdxl_vae.safetensors"}},
-        {"id": 7, "type": "EmptyLatentImage", "widgets": {"width": 864, "height": 1152, "batch_size": 1}},
-        {
-            "id": 8,
-            "type": "FaceCLIPEncode",
-            "widgets": {"text": PROMPT, **SIZES},
-            "links": {"encoder": (4, 0), "face": (2, 0)},
-        },
-        {
-            "id": 9,
-            "type": "FaceCLIPNegative",
-            "widgets": {"text": None, **SIZES},
-            "links": {"encoder": (4, 0)},
-        },
-    ]
-    if controlnet:
-        graph += [
-            {"id": 13, "type": "LoadImage", "widgets": {"image": "pose.png", "upload": "image"}},
-            {
-                "id": 14,
-                "type": "Canny",
-                "widgets": {"low_threshold": 0.4, "high_threshold": 0.8},
-                "links": {"image": (13, 0)},
-            },
-            {
-                "id": 15,
-                "type": "ControlNetLoader",
-                "widgets": {"control_net_name": "controlnet-canny-sdxl-1.0.safetensors"},
-            },
-            {
-                "id": 16,
-                "type": "ControlNetApplyAdvanced",
-                "widgets": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8},
-                "links": {
-                    "positive": positive,
-                    "negative": negative,
-                    "control_net": (15, 0),
-                    "image": (14, 0),
-                    "vae": (6, 0),
-                },
-            },
-        ]
-        positive, negative = (16, 0), (16, 1)
-    graph += [
-        {
-            "id": 10,
-            "type": "KSampler",
-            "widgets": {
-                "seed": 42,
-                "control_after_generate": "fixed",
-                "steps": 30,
-                "cfg": 5.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-            "links": {"model": (5, 0), "positive": positive, "negative": negative, "latent_image": (7, 0)},
-        },
-        {"id": 11, "type": "VAEDecode", "links": {"samples": (10, 0), "vae": (6, 0)}},
-        {
-            "id": 12,
-            "type": "SaveImage",
-            "widgets": {"filename_prefix": "faceclip"},
-            "links": {"images": (11, 0)},
-        },
-    ]
-    return graph
+class Family(NamedTuple):
+    """What a family's portrait workflow names: its nodes, files, latent, prompt inputs and sampler settings."""
 
+    encoder_loader: str
+    encoder_file: str
+    encode: str
+    negative: str
+    unet_file: str
+    vae_file: str
+    latent: str
+    prompt_inputs: dict
+    steps: int
+    cfg: float
+    scheduler: str
+    prefix: str
+
+
+SDXL = Family(
+    "FaceCLIPEncoderLoader", "face_clip_encoder.pt", "FaceCLIPEncode", "FaceCLIPNegative",
+    "faceclip_sdxl_unet.safetensors", "sdxl_vae.safetensors", "EmptyLatentImage", SIZES, 30, 5.0, "normal",
+    "faceclip",
+)  # fmt: skip
 
 FLUX_PROMPT_INPUTS = {"guidance": 1.0}
 """The released distilled guidance; the true CFG 3.5 is the KSampler's ``cfg`` (with the negative)."""
 
+FLUX = Family(
+    "FaceT5EncoderLoader", "face_t5_encoder.pt", "FaceT5Encode", "FaceT5Negative",
+    "facet5_flux_transformer.safetensors", "ae.safetensors", "EmptySD3LatentImage", FLUX_PROMPT_INPUTS, 50, 3.5,
+    "simple", "facet5_flux",
+)  # fmt: skip
+"""FaceT5-FLUX: the converted transformer from Load Diffusion Model, a 16-channel latent, 50 Euler steps at true
+CFG 3.5 (the released settings)."""
 
-def flux_portrait_graph() -> list[dict]:
-    """Photo + prompt -> portrait with FaceT5-FLUX: the converted transformer from Load Diffusion Model, a
-    16-channel latent, 50 Euler steps at true CFG 3.5 (the released settings)."""
+
+def conditioning_nodes(family: Family) -> list[dict]:
+    """Nodes 1-9: photo -> aligned face (previewed), the encoder, the denoiser, the VAE, the latent, and the
+    positive (8) and negative (9) conditioning."""
     return [
         {"id": 1, "type": "LoadImage", "widgets": {"image": "face.png", "upload": "image"}},
         {"id": 2, "type": "FaceCLIPFace", "widgets": {"face_index": -1}, "links": {"image": (1, 0)}},
         {"id": 3, "type": "PreviewImage", "links": {"images": (2, 0)}},
         {
             "id": 4,
-            "type": "FaceT5EncoderLoader",
-            "widgets": {"encoder_name": "face_t5_encoder.pt", "device": "auto", "dtype": "auto"},
+            "type": family.encoder_loader,
+            "widgets": {"encoder_name": family.encoder_file, "device": "auto", "dtype": "auto"},
         },
         {
             "id": 5,
             "type": "UNETLoader",
-            "widgets": {"unet_name": "facet5_flux_transformer.safetensors", "weight_dtype": "default"},
+            "widgets": {"unet_name": family.unet_file, "weight_dtype": "default"},
         },
-        {"id": 6, "type": "VAELoader", "widgets": {"vae_name": "ae.safetensors"}},
-        {"id": 7, "type": "EmptySD3LatentImage", "widgets": {"width": 864, "height": 1152, "batch_size": 1}},
+        {"id": 6, "type": "VAELoader", "widgets": {"vae_name": family.vae_file}},
+        {"id": 7, "type": family.latent, "widgets": {"width": 864, "height": 1152, "batch_size": 1}},
         {
             "id": 8,
-            "type": "FaceT5Encode",
-            "widgets": {"text": PROMPT, **FLUX_PROMPT_INPUTS},
+            "type": family.encode,
+            "widgets": {"text": PROMPT, **family.prompt_inputs},
             "links": {"encoder": (4, 0), "face": (2, 0)},
         },
         {
             "id": 9,
-            "type": "FaceT5Negative",
-            "widgets": {"text": None, **FLUX_PROMPT_INPUTS},
+            "type": family.negative,
+            "widgets": {"text": None, **family.prompt_inputs},
             "links": {"encoder": (4, 0)},
         },
+    ]
+
+
+def sampling_nodes(family: Family, positive: tuple, negative: tuple) -> list[dict]:
+    """Nodes 10-12: KSampler with the family's settings, VAE decode, save."""
+    sampler = {
+        "seed": 42, "control_after_generate": "fixed", "steps": family.steps, "cfg": family.cfg,
+        "sampler_name": "euler", "scheduler": family.scheduler, "denoise": 1.0,
+    }  # fmt: skip
+    return [
         {
             "id": 10,
             "type": "KSampler",
-            "widgets": {
-                "seed": 42,
-                "control_after_generate": "fixed",
-                "steps": 50,
-                "cfg": 3.5,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "denoise": 1.0,
-            },
-            "links": {"model": (5, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (7, 0)},
+            "widgets": sampler,
+            "links": {"model": (5, 0), "positive": positive, "negative": negative, "latent_image": (7, 0)},
         },
         {"id": 11, "type": "VAEDecode", "links": {"samples": (10, 0), "vae": (6, 0)}},
         {
             "id": 12,
             "type": "SaveImage",
-            "widgets": {"filename_prefix": "facet5_flux"},
+            "widgets": {"filename_prefix": family.prefix},
             "links": {"images": (11, 0)},
         },
     ]
+
+
+def controlnet_nodes(positive: tuple, negative: tuple) -> list[dict]:
+    """Nodes 13-16: a Canny edge map of a pose photo, applied to the conditioning (outputs (16, 0), (16, 1))."""
+    return [
+        {"id": 13, "type": "LoadImage", "widgets": {"image": "pose.png", "upload": "image"}},
+        {
+            "id": 14,
+            "type": "Canny",
+            "widgets": {"low_threshold": 0.4, "high_threshold": 0.8},
+            "links": {"image": (13, 0)},
+        },
+        {
+            "id": 15,
+            "type": "ControlNetLoader",
+            "widgets": {"control_net_name": "controlnet-canny-sdxl-1.0.safetensors"},
+        },
+        {
+            "id": 16,
+            "type": "ControlNetApplyAdvanced",
+            "widgets": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8},
+            "links": {
+                "positive": positive,
+                "negative": negative,
+                "control_net": (15, 0),
+                "image": (14, 0),
+                "vae": (6, 0),
+            },
+        },
+    ]
+
+
+def portrait_graph(controlnet: bool) -> list[dict]:
+    """Photo + prompt -> portrait; with ``controlnet``, a Canny edge map of a pose photo also steers it."""
+    positive, negative = (8, 0), (9, 0)
+    graph = conditioning_nodes(SDXL)
+    if controlnet:
+        graph += controlnet_nodes(positive, negative)
+        positive, negative = (16, 0), (16, 1)
+    return graph + sampling_nodes(SDXL, positive, negative)
+
+
+def flux_portrait_graph() -> list[dict]:
+    """Photo + prompt -> portrait with FaceT5-FLUX (see :data:`FLUX`)."""
+    return conditioning_nodes(FLUX) + sampling_nodes(FLUX, (8, 0), (9, 0))
 
 
 def _widgets(node: dict) -> dict:
