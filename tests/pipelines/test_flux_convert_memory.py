@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
+from tests.peak_rss import convert_and_measure, run_python
 
 PEAK_RSS_LIMIT_GB = 4.0
 
@@ -27,32 +24,17 @@ json.dump(config, open(sys.argv[2], "w"))
 """
 
 CONVERT = """
-import json, re, sys, time
 from faceclip.convert.flux_transformer import convert_released_transformer
-start = time.perf_counter()
 convert_released_transformer(sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3], max_shard_bytes=1 << 30)
-peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-print(json.dumps({"peak_rss_gb": peak_kb / 2**20, "seconds": time.perf_counter() - start}))
 """
 
 
 @pytest.mark.slow
 def test_converting_a_multi_gb_dit_file_keeps_peak_rss_under_4_gb(tmp_path):
-    root = Path(__file__).parents[2]
-    env = {"PYTHONPATH": f"{root / 'src'}:{root}", "PATH": "/usr/bin:/bin"}
     source, config, out = tmp_path / "dit.pt", tmp_path / "config.json", tmp_path / "transformer"
-    subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MAKE_FILE), str(source), str(config)],
-        check=True,
-        env=env,
-        cwd=root,
-    )
+    run_python(MAKE_FILE, str(source), str(config))
     size_gb = source.stat().st_size / 2**30
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CONVERT), str(source), str(config), str(out)],
-        check=True, env=env, cwd=root, capture_output=True, text=True,
-    )  # fmt: skip
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = convert_and_measure(CONVERT, str(source), str(config), str(out))
     print(
         f"converted {size_gb:.2f} GiB in {report['seconds']:.0f} s, peak RSS {report['peak_rss_gb']:.2f} GiB"
     )
